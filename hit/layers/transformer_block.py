@@ -1,0 +1,36 @@
+"""The pre-norm residual block of Appendix A.1, eq. (1).
+
+    y = x + Attention(norm(x))        (skipped when the block has no attention: an MLP-only block)
+    x = y + MLP(norm(y))
+
+The paper writes LN; HiT replaces it with BatchNorm (Appendix A.1, Table 8), which is our default.
+"""
+
+import keras
+
+from hit.layers.attention import CrossAttention
+from hit.layers.mlp import MLP
+from hit.layers.normalization import make_norm
+
+
+class TransformerBlock(keras.layers.Layer):
+    """attention: None (MLP only, the high-resolution stages), a MultiAxisAttention or a CrossAttention."""
+
+    def __init__(self, channels, attention=None, norm_type="batch", mlp_ratio=4, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.attention = attention
+        if attention is not None:
+            self.attention_norm = make_norm(norm_type, name="attention_norm")
+        self.mlp_norm = make_norm(norm_type, name="mlp_norm")
+        self.mlp = MLP(channels, ratio=mlp_ratio, name="mlp")
+
+    def call(self, x, tokens=None, training=None):
+        if self.attention is not None:
+            normed = self.attention_norm(x, training=training)
+            if isinstance(self.attention, CrossAttention):
+                # Only the query side is normalised; the tokens already were (facts 2.3 step 3).
+                x = x + self.attention(normed, tokens)
+            else:
+                x = x + self.attention(normed)
+        return x + self.mlp(self.mlp_norm(x, training=training))
