@@ -22,7 +22,8 @@ def block_images(x, block_size):
         raise ValueError(f"block_images expects a [batch, H, W, C] tensor, got shape {list(x.shape)}")
     _, height, width, channels = x.shape
     _check_divisible(height, width, block_size)
-    y = tf.nn.space_to_depth(x, block_size)
+    # space_to_depth needs a block size >= 2; a block of one pixel is a plain reshape.
+    y = tf.nn.space_to_depth(x, block_size) if block_size > 1 else x
     num_blocks = (height // block_size) * (width // block_size)
     return tf.reshape(y, [-1, num_blocks, block_size * block_size, channels])
 
@@ -45,4 +46,4 @@ def unblock_images(x, height, width):
             f"{num_blocks} blocks of {block_size}x{block_size} do not tile a {height}x{width} map"
         )
     y = tf.reshape(x, [-1, height // block_size, width // block_size, block_len * channels])
-    return tf.nn.depth_to_space(y, block_size)
+    return tf.nn.depth_to_space(y, block_size) if block_size > 1 else y

@@ -14,6 +14,7 @@ A stage is "high-resolution" (MLP only, emits RGB) when its block size is None, 
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from hit.layers.attention import ATTENTION_TYPES, CrossAttention, MultiAxisAttention, self_attention_layout
@@ -159,8 +160,14 @@ class HiTGenerator(keras.Model):
             ))
 
     def _check_latent(self, z):
-        if len(z.shape) != 2 or z.shape[-1] != self.latent_dim:
-            raise ValueError(f"{self.name} expects z of shape [batch, {self.latent_dim}], got {list(z.shape)}")
+        shape = list(getattr(z, "shape", np.shape(z)))
+        if len(shape) != 2 or shape[-1] != self.latent_dim:
+            raise ValueError(f"{self.name} expects z of shape [batch, {self.latent_dim}], got {shape}")
+
+    def __call__(self, z, *args, **kwargs):
+        # Checked here, before Keras wraps errors raised in call() into a multi-line report.
+        self._check_latent(z)
+        return super().__call__(z, *args, **kwargs)
 
     def stage_outputs(self, z, training=None):
         """[(features, image)] after every stage; the image is None before the first RGB stage."""

@@ -1,0 +1,53 @@
+"""Command-line tools: model_summary's JSON line and errors, and the sample grid."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_tool(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_model_summary_prints_one_json_line():
+    result = run_tool("tools/model_summary.py", "--preset=hit_imagenet_128")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    summary = json.loads(lines[0])
+    assert summary["trainable_params"] == 32_866_627
+    assert summary["non_trainable_params"] == 19_200
+    assert summary["output_shape"] == [1, 128, 128, 3]
+    assert [s["resolution"] for s in summary["stages"]] == [8, 16, 32, 64, 128]
+    assert summary["stages"][0]["output"] == [1, 16, 16, 512]
+
+
+def test_model_summary_unknown_preset_is_a_one_line_error():
+    result = run_tool("tools/model_summary.py", "--preset=hit_xl_256")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown generator preset 'hit_xl_256'")
+    assert result.stdout == ""
+
+
+def test_sample_tool_writes_a_png_grid(tmp_path):
+    output = tmp_path / "grid" / "samples.png"
+    result = run_tool("tools/sample.py", "--preset=hit_tiny_32", f"--output={output}", "--num_samples=6")
+    assert result.returncode == 0, result.stderr
+    grid = tf.io.decode_png(tf.io.read_file(str(output))).numpy()
+    assert grid.shape == (2 * 32, 3 * 32, 3) and grid.dtype == np.uint8
+
+
+def test_to_uint8_clips_instead_of_wrapping():
+    from hit.images import image_grid, to_uint8
+
+    values = to_uint8(tf.constant([-3.0, -1.0, 0.0, 1.0, 2.5])).numpy()
+    np.testing.assert_array_equal(values, [0, 0, 128, 255, 255])
+    grid = image_grid(np.ones((5, 2, 2, 1)), columns=2)
+    assert grid.shape == (6, 4, 1) and grid[4:, 2:].sum() == 0  # the unused sixth cell stays black
