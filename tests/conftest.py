@@ -1,14 +1,25 @@
-"""Test set-up: quiet TensorFlow, the TensorFlow backend, and a fixed seed per test."""
+"""Test set-up: quiet TensorFlow, two logical CPU devices for MirroredStrategy tests, fixed seeds, clean gin."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import gin  # noqa: E402
 import keras  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Must happen before TensorFlow initialises its devices, i.e. before any test runs an op.
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+# Bit-identical reruns (resume tests compare weights exactly).
+tf.config.experimental.enable_op_determinism()
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_clean_gin():
     keras.utils.set_random_seed(1234)
+    gin.clear_config()
+    yield
+    gin.clear_config()

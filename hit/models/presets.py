@@ -1,10 +1,12 @@
-"""Generator presets: data, one dict each (DESIGN.md), and the factory `get_generator`.
+"""Generator and discriminator presets: data, one dict each (DESIGN.md), and the factories `get_generator`
+and `get_discriminator`.
 
 Per-stage lists read like Table 9 / facts 2.1: `num_layers` counts the layers *after* each stage's
 cross-attention block; `block_sizes` None marks an MLP-only high-resolution stage that emits RGB.
 """
 
 from hit.models.hit_generator import HiTGenerator
+from hit.models.stylegan_discriminator import StyleGANDiscriminator
 
 GENERATOR_PRESETS = {
     # The official ImageNet 128 configuration (facts 2.1), 32,866,627 trainable parameters. The paper's A.2
@@ -60,4 +62,32 @@ def get_generator(preset, build=True, **overrides):
     if unknown:
         raise ValueError(f"unknown generator option(s) {unknown}; known: {sorted(known)}")
     model = HiTGenerator(**{**GENERATOR_PRESETS[preset], **overrides})
+    return model.build_symbolic() if build else model
+
+
+# The official discriminator (hit.models.stylegan_discriminator); trainable parameters in the comments.
+DISCRIMINATOR_PRESETS = {
+    "stylegan_d_128": dict(resolution=128, channel_multiplier=1),  # 23,880,833
+    "stylegan_d_256": dict(resolution=256, channel_multiplier=2),  # 28,862,593
+    "stylegan_d_1024": dict(resolution=1024, channel_multiplier=2),  # 29,008,673
+    # A tiny 32x32 discriminator for unit tests (not a paper model).
+    "stylegan_d_tiny_32": dict(resolution=32, channels={4: 64, 8: 64, 16: 64, 32: 32}),
+}
+
+
+def get_discriminator(preset, build=True, **overrides):
+    """Build the discriminator of a preset, with any StyleGANDiscriminator argument overridden.
+
+    Example: get_discriminator("stylegan_d_256", channel_multiplier=1, minibatch_stddev_group=4).
+    """
+    if preset not in DISCRIMINATOR_PRESETS:
+        raise ValueError(
+            f"unknown discriminator preset {preset!r}; known: {', '.join(sorted(DISCRIMINATOR_PRESETS))}"
+        )
+    code = StyleGANDiscriminator.__init__.__code__
+    known = set(code.co_varnames[1:code.co_argcount])
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown discriminator option(s) {unknown}; known: {sorted(known)}")
+    model = StyleGANDiscriminator(**{**DISCRIMINATOR_PRESETS[preset], **overrides})
     return model.build_symbolic() if build else model

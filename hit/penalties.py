@@ -1,0 +1,34 @@
+"""Discriminator regularisers: the R1 gradient penalty (paper eq. (2)) and bCR (Sec. 4.2, facts 4)."""
+
+import tensorflow as tf
+
+
+def r1_penalty(discriminator, real_images):
+    """(logits, penalty): D(x) and mean_b sum_{h,w,c} (dD(x)/dx)^2, from one forward pass.
+
+    The official code weights this by 10 with no 1/2 factor (gamma = 20 in StyleGAN2's notation); the weight
+    is applied by the caller. The logits come from the same forward pass, so the D loss on reals and the
+    penalty share it; a caller holding an outer tape gets the double backward through D.
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(real_images)
+        logits = discriminator(real_images, training=True)
+        total = tf.reduce_sum(logits)  # inside the tape: per-sample gradients of a sum are the samples' own
+    gradients = tape.gradient(total, real_images)
+    penalty = tf.reduce_mean(tf.reduce_sum(tf.square(gradients), axis=[1, 2, 3]))
+    return logits, penalty
+
+
+def consistency_loss(discriminator, real_images, fake_images, real_logits, fake_logits, augment):
+    """bCR: ||D(x) - D(T(x))||^2 + ||D(G(z)) - D(T(G(z)))||^2, batch means (Zhao et al. 2020; facts 4).
+
+    T is `augment(images) -> augmented images` with independent draws per sample. The augmented images are
+    stop-gradient'ed (nothing reaches G through bCR); D runs once on [T(x); T(G(z))]; both sides of each MSE
+    carry gradients into D. Add the result to the D loss only.
+    """
+    batch = real_images.shape[0]
+    augmented = tf.stop_gradient(augment(tf.concat([real_images, fake_images], axis=0)))
+    augmented_logits = discriminator(augmented, training=True)
+    real_term = tf.reduce_mean(tf.square(real_logits - augmented_logits[:batch]))
+    fake_term = tf.reduce_mean(tf.square(fake_logits - augmented_logits[batch:]))
+    return real_term + fake_term
