@@ -50,19 +50,25 @@ GENERATOR_PRESETS = {
 }
 
 
+def _from_preset(kind, presets, model_class, preset, build, overrides):
+    """model_class(**presets[preset] updated with overrides), each name checked, built symbolically if asked."""
+    if preset not in presets:
+        raise ValueError(f"unknown {kind} preset {preset!r}; known: {', '.join(sorted(presets))}")
+    code = model_class.__init__.__code__
+    known = set(code.co_varnames[1:code.co_argcount])
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown {kind} option(s) {unknown}; known: {sorted(known)}")
+    model = model_class(**{**presets[preset], **overrides})
+    return model.build_symbolic() if build else model
+
+
 def get_generator(preset, build=True, **overrides):
     """Build the generator of a preset, with any HiTGenerator argument overridden.
 
     Example: get_generator("hit_b_256", norm_type="layer", multi_query=False).
     """
-    if preset not in GENERATOR_PRESETS:
-        raise ValueError(f"unknown generator preset {preset!r}; known: {', '.join(sorted(GENERATOR_PRESETS))}")
-    known = set(HiTGenerator.__init__.__code__.co_varnames[1:HiTGenerator.__init__.__code__.co_argcount])
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown generator option(s) {unknown}; known: {sorted(known)}")
-    model = HiTGenerator(**{**GENERATOR_PRESETS[preset], **overrides})
-    return model.build_symbolic() if build else model
+    return _from_preset("generator", GENERATOR_PRESETS, HiTGenerator, preset, build, overrides)
 
 
 # The official discriminator (hit.models.stylegan_discriminator); trainable parameters in the comments.
@@ -80,14 +86,4 @@ def get_discriminator(preset, build=True, **overrides):
 
     Example: get_discriminator("stylegan_d_256", channel_multiplier=1, minibatch_stddev_group=4).
     """
-    if preset not in DISCRIMINATOR_PRESETS:
-        raise ValueError(
-            f"unknown discriminator preset {preset!r}; known: {', '.join(sorted(DISCRIMINATOR_PRESETS))}"
-        )
-    code = StyleGANDiscriminator.__init__.__code__
-    known = set(code.co_varnames[1:code.co_argcount])
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown discriminator option(s) {unknown}; known: {sorted(known)}")
-    model = StyleGANDiscriminator(**{**DISCRIMINATOR_PRESETS[preset], **overrides})
-    return model.build_symbolic() if build else model
+    return _from_preset("discriminator", DISCRIMINATOR_PRESETS, StyleGANDiscriminator, preset, build, overrides)

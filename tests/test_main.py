@@ -1,0 +1,59 @@
+"""`python -m hit.main` as a user runs it: one-line configuration errors, and SIGTERM (TPU preemption)."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = ["--gin_file=gin/demo/tiny_random.gin"]
+
+
+def run_main(*args, timeout=300):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "hit.main", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_unknown_gin_key_is_a_one_line_error(tmp_path):
+    result = run_main(*DEMO, "--gin_param=Trainer.bogus_steps = 3", f"--model_dir={tmp_path}")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: bad gin config: Configurable 'Trainer' doesn't have a parameter named "
+                           "'bogus_steps'"), last
+    assert not os.listdir(tmp_path)  # nothing was written
+
+
+def test_bad_preset_in_gin_is_a_one_line_error(tmp_path):
+    result = run_main(*DEMO, "--gin_param=GANTask.generator_preset = 'hit_xl_256'", f"--model_dir={tmp_path}")
+    assert result.returncode == 1
+    assert "unknown generator preset 'hit_xl_256'" in result.stderr.strip().splitlines()[-1]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    args = [*DEMO, f"--model_dir={tmp_path}", "--gin_param=Trainer.train_steps = 100000",
+            "--gin_param=Trainer.steps_per_loop = 1", "--gin_param=Trainer.checkpoint_every = 100000",
+            "--gin_param=Trainer.sample_every = 0", "--gin_param=Trainer.jit_compile = False"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen([sys.executable, "-m", "hit.main", *args], cwd=ROOT, env=env,
+                               stderr=subprocess.PIPE, text=True)
+    log = []
+    try:
+        for line in process.stderr:  # wait until training is under way
+            log.append(line)
+            if "step 3/100000" in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=120)
+        log.append(rest)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = "".join(log)
+    assert process.returncode == 0, text[-3000:]
+    assert "Stopped by signal at step" in text
+    latest = tf.train.latest_checkpoint(str(tmp_path))
+    step = int(latest.rsplit("-", 1)[1])
+    assert 3 <= step < 100000
