@@ -35,7 +35,7 @@ def test_gin_file_parses_and_builds_its_trainer(path, tmp_path):
     generator = GENERATOR_PRESETS[trainer.task.generator_preset]
     discriminator = DISCRIMINATOR_PRESETS[trainer.task.discriminator_preset]
     assert generator["output_size"] == discriminator["resolution"] == gin.query_parameter(
-        "hit.data.make_train_dataset.resolution")
+        "hit.data.DataSource.resolution")
     assert trainer.global_batch_size % 8 == 0 or "demo" in path  # splits over 8-core TPU slices
 
 
@@ -48,7 +48,7 @@ def test_paper_hyperparameters(name):
     assert q("hit.tasks.GANTask.generator_lr") == q("hit.tasks.GANTask.discriminator_lr") == lr
     assert q("hit.tasks.GANTask.bcr_weight") == bcr
     assert (q("hit.train.Trainer.global_batch_size"), q("hit.train.Trainer.train_steps")) == (batch, steps)
-    assert (q("hit.data.make_train_dataset.name"), q("hit.data.make_train_dataset.resolution")) == (data, resolution)
+    assert (q("hit.data.DataSource.name"), q("hit.data.DataSource.resolution")) == (data, resolution)
     # The shared recipe (facts 4): R1 10 every step, Adam(0, 0.99), non-saturating, simultaneous, EMA 0.999 @ 10.
     assert (q("hit.tasks.GANTask.r1_weight"), q("hit.tasks.GANTask.r1_interval")) == (10.0, 1)
     assert (q("hit.tasks.GANTask.beta1"), q("hit.tasks.GANTask.beta2")) == (0.0, 0.99)

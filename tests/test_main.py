@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,3 +58,16 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     latest = tf.train.latest_checkpoint(str(tmp_path))
     step = int(latest.rsplit("-", 1)[1])
     assert 3 <= step < 100000
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="Debian package dataset-fashion-mnist is not installed (CI installs it)")
+def test_the_fashion_mnist_demo_runs_end_to_end(tmp_path):
+    result = run_main("--gin_file=gin/demo/fashion_mnist_32.gin", f"--model_dir={tmp_path}",
+                      "--gin_param=Trainer.train_steps = 4", "--gin_param=Trainer.steps_per_loop = 2",
+                      "--gin_param=Trainer.checkpoint_every = 4", "--gin_param=Trainer.sample_every = 4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "step 4/4" in result.stderr and "images/s" in result.stderr and "ETA" in result.stderr
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-4")
+    grid = tf.io.decode_png(tf.io.read_file(str(tmp_path / "samples" / "latest.png"))).numpy()
+    assert grid.shape == (8 * 32, 8 * 32, 3)  # 64 EMA samples

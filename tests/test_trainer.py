@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.data import make_train_dataset
+from hit.data import DataSource, make_train_dataset
 from hit.tasks import GANTask
 from hit.train import NonFiniteLossError, Trainer
 
@@ -162,3 +162,18 @@ def test_bad_task_and_trainer_settings_are_one_line_errors(tmp_path):
                                  strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
     with pytest.raises(ValueError, match="global batch 3 does not split over 2 replicas"):
         trainer.train()
+
+
+def test_skipped_images_are_reported_to_tensorboard(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(4):
+        tf.io.write_file(str(images / f"{i}.png"), tf.io.encode_png(np.full((32, 32, 3), 40 * i, np.uint8)))
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n but cut short")
+    source = DataSource(name="folder", data_dir=str(images), resolution=32)
+
+    def folder_data(context, global_batch_size, seed, start_step):
+        return source.train_dataset(context, global_batch_size, seed, start_step)
+
+    make_trainer(tmp_path / "run", train_steps=1, steps_per_loop=1, dataset_fn=folder_data).train()
+    assert "data/skipped_images" in event_tags(str(tmp_path / "run"))

@@ -1,5 +1,5 @@
-"""Input pipelines: one reader per source, assembled by `pipeline.make_train_dataset`."""
+"""Input pipelines: one reader per source, assembled by `pipeline.DataSource`."""
 
-from hit.data.pipeline import make_train_dataset
+from hit.data.pipeline import DataSource, data_stats, make_train_dataset
 
-__all__ = ["make_train_dataset"]
+__all__ = ["DataSource", "data_stats", "make_train_dataset"]

@@ -1,29 +1,139 @@
-"""The training input function: source -> shard per input pipeline -> per-replica batches (facts 5.2)."""
+"""Input pipelines (facts 5.2): one configured data source, read for training or for evaluation.
+
+Training, per input pipeline: source -> shard -> shuffle (seeded) -> repeat -> decode, crop, resize, flip
+-> per-replica batches (drop_remainder) -> prefetch. Randomness (shuffle, crop, flip) derives from
+(seed, start_step), so a seeded pipeline is deterministic, and a run resumed without its iterator state gets a
+fresh but reproducible order. Evaluation: the eval split in order, centre crop, no flip, one pass.
+
+The official shuffle buffer is 10 x per-replica batch (80 on a v2-32); ours defaults to 2048 elements, shuffled
+while still encoded (files: paths; TFDS: JPEG bytes), and is capped for raw FFHQ records at 1 GiB of images.
+"""
 
 import gin
+from absl import logging
 import tensorflow as tf
 
+from hit.data import fashion_mnist, ffhq_tfrecords, image_folder, tfds_source
+from hit.data.preprocessing import preprocess
 from hit.data.random_images import random_images
 
-SOURCES = ("random",)
+SOURCES = ("random", "fashion_mnist", "folder", "ffhq", "imagenet2012", "celeb_a_hq")
+_STATS = {}  # what the readers counted, reported once per run by the trainer
+
+
+def data_stats():
+    """Counters from the last data set built, e.g. {"skipped_images": 2}."""
+    return dict(_STATS)
+
+
+def _seed(*values):
+    key = tf.constant([0, 0], tf.int64)
+    for value in values:
+        key = tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int64), alg="philox")
+    return key
 
 
 @gin.configurable(module="hit.data")
-def make_train_dataset(input_context, global_batch_size, seed, start_step=0, name="random", resolution=32,
-                       channels=3):
-    """A dataset of per-replica batches {"image": [B, H, W, C] in [-1, 1]} for one input pipeline.
+class DataSource:
+    """Where images come from and how they are prepared; gin-configured once for training and evaluation.
 
-    Called by `strategy.distribute_datasets_from_function`; replica r of a step receives the pipeline's r-th
-    per-replica batch, so a step's global batch does not depend on the number of replicas. `start_step` is
-    where a resumed run continues when its input iterator could not be checkpointed.
+    name: one of SOURCES. resolution / channels: what the models see. data_dir: TFDS data dir, FFHQ record
+    folder, image folder or Fashion-MNIST IDX folder. manual_dir: TFDS manual downloads. crop: "random",
+    "center" or "fixed" (None: random for ImageNet training, else fixed), crop_proportion: of the shorter
+    side (ImageNet 0.875). with_labels: pass labels through (class-conditional tasks).
     """
-    per_replica = input_context.get_per_replica_batch_size(global_batch_size)
-    if name == "random":
-        dataset = random_images(resolution, channels, seed, start=start_step * global_batch_size)
-    else:
-        raise ValueError(f"unknown data set {name!r}; known: {SOURCES}")
-    dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    dataset = dataset.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.experimental_symbolic_checkpoint = True  # checkpoints store positions, not buffered images
-    return dataset.with_options(options)
+
+    def __init__(self, name="random", resolution=32, channels=3, data_dir=None, manual_dir=None, crop=None,
+                 crop_proportion=1.0, random_flip=True, shuffle_buffer=2048, with_labels=False):
+        if name not in SOURCES:
+            raise ValueError(f"unknown data set {name!r}; known: {', '.join(SOURCES)}")
+        self.name, self.resolution, self.channels = name, resolution, channels
+        self.data_dir, self.manual_dir = data_dir, manual_dir
+        self.crop, self.crop_proportion = crop, crop_proportion
+        self.random_flip, self.shuffle_buffer, self.with_labels = random_flip, shuffle_buffer, with_labels
+
+    # ---- reading ------------------------------------------------------------------------------------
+
+    def _read(self, split, input_context=None, seed=0):
+        """(unbatched dataset of {"image" | "path" | "image_bytes"[, "label"]}, whether already sharded)."""
+        name = self.name
+        if name == "folder":
+            paths, skipped = image_folder.list_checked_images(self.data_dir)
+            _STATS["skipped_images"] = skipped
+            if skipped:
+                logging.warning("Skipped %d of %d images below %s that cannot be decoded", skipped,
+                                skipped + len(paths), self.data_dir)
+            return tf.data.Dataset.from_tensor_slices({"path": paths}), False
+        if name == "ffhq":
+            return ffhq_tfrecords.ffhq_tfrecords(self.data_dir, self.resolution, split), False
+        if name == "fashion_mnist":
+            return fashion_mnist.fashion_mnist("train" if split == "train" else "test", self.data_dir), False
+        return tfds_source.tfds_source(name, self.resolution, split, self.data_dir, self.manual_dir,
+                                       input_context, seed, shuffle_files=split == "train",
+                                       with_labels=self.with_labels), input_context is not None
+
+    def _shuffle_buffer(self):
+        if self.name == "ffhq":  # raw images: keep the buffer under 1 GiB
+            return max(1, min(self.shuffle_buffer, 2**30 // (3 * self.resolution**2)))
+        return self.shuffle_buffer
+
+    def _prepare(self, element, training, seed):
+        if "path" in element:
+            image = image_folder.decode(tf.io.read_file(element["path"]))
+        elif "image_bytes" in element:
+            image = image_folder.decode(element["image_bytes"])
+        else:
+            image = element["image"]
+        crop = self.crop or ("random" if training and self.name == "imagenet2012" else
+                             "center" if self.name == "imagenet2012" else "fixed")
+        if not training and crop == "random":
+            crop = "center"
+        out = {"image": preprocess(image, self.resolution, crop, self.crop_proportion,
+                                   flip=training and self.random_flip, seed=seed, channels=self.channels)}
+        if self.with_labels:
+            out["label"] = element["label"]
+        return out
+
+    # ---- the two pipelines ---------------------------------------------------------------------------
+
+    def train_dataset(self, input_context, global_batch_size, seed, start_step=0):
+        """Per-replica batches {"image": [B, H, W, C] in [-1, 1][, "label"]} for one input pipeline.
+
+        Called by `strategy.distribute_datasets_from_function`: replica r of a step receives the pipeline's
+        r-th per-replica batch.
+        """
+        per_replica = input_context.get_per_replica_batch_size(global_batch_size)
+        if self.name == "random":
+            dataset = random_images(self.resolution, self.channels, seed, start=start_step * global_batch_size)
+            dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        else:
+            dataset, sharded = self._read("train", input_context, seed)
+            if not sharded:
+                dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+            dataset = dataset.shuffle(self._shuffle_buffer(), seed=int(seed) * 1_000_003 + int(start_step),
+                                      reshuffle_each_iteration=True).repeat()
+            dataset = dataset.enumerate().map(
+                lambda i, x: self._prepare(x, True, _seed(seed, start_step, i)),
+                num_parallel_calls=tf.data.AUTOTUNE)
+            if self.name == "folder":
+                dataset = dataset.ignore_errors(log_warning=True)
+        dataset = dataset.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+        options = tf.data.Options()
+        options.experimental_symbolic_checkpoint = True  # checkpoints store positions, not buffered images
+        return dataset.with_options(options)
+
+    def eval_dataset(self, batch_size, num_examples=None):
+        """The eval split once, in order: batches {"image"[, "label"]}; the last batch may be smaller."""
+        if self.name == "random":
+            dataset = random_images(self.resolution, self.channels, seed=1).take(num_examples or 1000)
+        else:
+            dataset, _ = self._read("eval")
+            if num_examples:
+                dataset = dataset.take(num_examples)
+            dataset = dataset.map(lambda x: self._prepare(x, False, None), num_parallel_calls=tf.data.AUTOTUNE)
+        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def make_train_dataset(input_context, global_batch_size, seed, start_step=0):
+    """The trainer's default input function: the gin-configured DataSource's training pipeline."""
+    return DataSource().train_dataset(input_context, global_batch_size, seed, start_step)

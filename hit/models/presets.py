@@ -41,6 +41,13 @@ GENERATOR_PRESETS = {
         channels=(512, 512, 256, 128, 64, 64, 32, 32), num_heads=(16, 8, 4, 4, 4, 4, 4, 4),
         num_layers=(2, 2, 2, 2, 1, 1, 1, 1), block_sizes=(4, 4, 8, 8, None, None, None, None),
     ),
+    # The offline demo's generator (Fashion-MNIST 32x32, gin/demo/fashion_mnist_32.gin): the paper's
+    # structure, two low-resolution stages and one MLP stage, sized to train on 2 CPU cores.
+    "hit_demo_32": dict(
+        output_size=32, latent_dim=64,
+        channels=(128, 64, 32), num_heads=(4, 4, 2),
+        num_layers=(1, 1, 1), block_sizes=(4, 4, None),
+    ),
     # A tiny 32x32 generator for unit tests (not a paper model).
     "hit_tiny_32": dict(
         output_size=32, latent_dim=32,
@@ -76,6 +83,8 @@ DISCRIMINATOR_PRESETS = {
     "stylegan_d_128": dict(resolution=128, channel_multiplier=1),  # 23,880,833
     "stylegan_d_256": dict(resolution=256, channel_multiplier=2),  # 28,862,593
     "stylegan_d_1024": dict(resolution=1024, channel_multiplier=2),  # 29,008,673
+    # The demo's discriminator (not a paper model).
+    "stylegan_d_demo_32": dict(resolution=32, channels={4: 128, 8: 128, 16: 64, 32: 32}),
     # A tiny 32x32 discriminator for unit tests (not a paper model).
     "stylegan_d_tiny_32": dict(resolution=32, channels={4: 64, 8: 64, 16: 64, 32: 32}),
 }

@@ -22,7 +22,7 @@ import gin
 from absl import logging
 import tensorflow as tf
 
-from hit.data import make_train_dataset
+from hit.data import data_stats, make_train_dataset
 from hit.train import summaries
 from hit.train.checkpoints import make_checkpoint
 
@@ -136,6 +136,10 @@ class Trainer:
         self._set_up()
         step = int(self.task.global_step.numpy())
         summaries.write_config(self.writer, self.model_dir, step, operative=False)
+        stats = data_stats()
+        if stats:  # e.g. images skipped as undecodable, counted when the data set was built
+            logging.info("Data: %s", stats)
+            summaries.write_scalars(self.writer, step, {f"data/{k}": v for k, v in stats.items()})
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous_handler = signal.signal(signal.SIGTERM, self._request_stop) if in_main_thread else None
         metrics, saved_step, first_call = {}, step, True

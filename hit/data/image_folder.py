@@ -1,0 +1,55 @@
+"""Any data set as a folder of JPEG / PNG files (FFHQ's images1024x1024, CelebA-HQ, your own).
+
+Files are listed recursively in sorted order. A file that cannot be decoded (wrong signature) or is truncated
+(no end marker) is skipped before training and counted; the count is logged and written to TensorBoard
+(`data/skipped_images`). A file that passes these checks and still fails to decode is dropped by tf.data's
+ignore_errors, which logs it.
+"""
+
+import os
+
+import tensorflow as tf
+
+EXTENSIONS = (".jpg", ".jpeg", ".png")
+_JPEG_START, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
+_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+
+
+def list_images(root):
+    """Sorted paths of the images below `root`; a one-line error when there are none."""
+    if not tf.io.gfile.isdir(root):
+        raise ValueError(f"image folder {root} does not exist; point DataSource.data_dir at a folder "
+                         "of .jpg/.png files")
+    paths = sorted(os.path.join(d, f) for d, _, files in tf.io.gfile.walk(root) for f in files
+                   if f.lower().endswith(EXTENSIONS))
+    if not paths:
+        raise ValueError(f"no .jpg/.jpeg/.png files found below {root}")
+    return paths
+
+
+def is_complete_image(path):
+    """True when the file starts with a JPEG/PNG signature and ends with the format's end marker."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        head = f.read(8)
+        size = f.size()
+        f.seek(max(0, size - 1024))
+        tail = f.read()
+    if head.startswith(_JPEG_START):
+        return _JPEG_END in tail  # EOI, possibly followed by padding
+    if head.startswith(_PNG_START):
+        return tail.rstrip(b"\x00").endswith(_PNG_END)
+    return False
+
+
+def list_checked_images(root):
+    """(paths of the complete images below root, number of files skipped as undecodable or truncated)."""
+    paths = list_images(root)
+    good = [p for p in paths if is_complete_image(p)]
+    if not good:
+        raise ValueError(f"none of the {len(paths)} images below {root} can be decoded")
+    return good, len(paths) - len(good)
+
+
+def decode(image_bytes):
+    """Encoded JPEG / PNG -> uint8 (H, W, 3)."""
+    return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
