@@ -175,5 +175,16 @@ def test_skipped_images_are_reported_to_tensorboard(tmp_path):
     def folder_data(context, global_batch_size, seed, start_step):
         return source.train_dataset(context, global_batch_size, seed, start_step)
 
-    make_trainer(tmp_path / "run", train_steps=1, steps_per_loop=1, dataset_fn=folder_data).train()
+    make_trainer(tmp_path / "run", train_steps=1, steps_per_loop=1, dataset_fn=folder_data)[1].train()
     assert "data/skipped_images" in event_tags(str(tmp_path / "run"))
+
+
+def test_single_channel_images_train(tmp_path):
+    source = DataSource(name="random", resolution=32, channels=1)
+    task, trainer = make_trainer(
+        tmp_path, train_steps=1, steps_per_loop=1,
+        task_kwargs=dict(generator_overrides={"output_channels": 1}, discriminator_overrides={"image_channels": 1}),
+        dataset_fn=lambda context, batch, seed, start_step: source.train_dataset(context, batch, seed, start_step))
+    metrics = trainer.train()
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert task.sample_images(2).shape == (2, 32, 32, 1)

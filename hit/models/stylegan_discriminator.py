@@ -159,19 +159,22 @@ class StyleGANDiscriminator(keras.Model):
     `channels` overrides the whole resolution -> width table (tiny test models); otherwise the default table
     with `channel_multiplier`. `blur_resample=False` swaps the blur pooling for 2x2 average pooling;
     `minibatch_stddev_group` > 0 adds StyleGAN's minibatch stddev channel before the head (official: off).
+    `image_channels` is 3 for every paper model; 1 serves gray-scale data such as the Fashion-MNIST demo.
     `training` is accepted for symmetry with G and changes nothing: D has no dropout or normalization.
     """
 
     def __init__(self, resolution, channel_multiplier=1, channels=None, blur_resample=True,
-                 minibatch_stddev_group=0, name="stylegan_discriminator", **kwargs):
+                 minibatch_stddev_group=0, image_channels=3, name="stylegan_discriminator", **kwargs):
         table = validate_config(resolution, channel_multiplier, channels, minibatch_stddev_group)
         super().__init__(name=name, **kwargs)
         self._config = dict(
             resolution=resolution, channel_multiplier=channel_multiplier,
             channels=None if channels is None else {int(r): int(c) for r, c in channels.items()},
             blur_resample=blur_resample, minibatch_stddev_group=minibatch_stddev_group,
+            image_channels=image_channels,
         )
         self.resolution = resolution
+        self.image_channels = image_channels
         self.channels = table
         self.minibatch_stddev_group = minibatch_stddev_group
         self.from_rgb = conv(table[resolution], 3, name="from_rgb")
@@ -185,8 +188,9 @@ class StyleGANDiscriminator(keras.Model):
     def _check_images(self, images):
         shape = list(getattr(images, "shape", np.shape(images)))
         r = self.resolution
-        if len(shape) != 4 or shape[1:] != [r, r, 3]:
-            raise ValueError(f"{self.name} expects images of shape [batch, {r}, {r}, 3], got {shape}")
+        c = self.image_channels
+        if len(shape) != 4 or shape[1:] != [r, r, c]:
+            raise ValueError(f"{self.name} expects images of shape [batch, {r}, {r}, {c}], got {shape}")
         batch, group = shape[0], self.minibatch_stddev_group
         if group and batch is not None and batch > group and batch % group:
             raise ValueError(f"{self.name}: minibatch_stddev_group {group} must divide the batch {batch}")
@@ -205,7 +209,7 @@ class StyleGANDiscriminator(keras.Model):
     def build_symbolic(self, batch_size=1):
         """Create every variable by tracing one symbolic call (no computation)."""
         if not self.built:
-            self(keras.KerasTensor((batch_size, self.resolution, self.resolution, 3)))
+            self(keras.KerasTensor((batch_size, self.resolution, self.resolution, self.image_channels)))
         return self
 
     def get_config(self):
