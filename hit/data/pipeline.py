@@ -119,7 +119,9 @@ class DataSource:
                 dataset = dataset.ignore_errors(log_warning=True)
         dataset = dataset.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
         options = tf.data.Options()
-        options.experimental_symbolic_checkpoint = True  # checkpoints store positions, not buffered images
+        # Checkpoints store positions, not buffered images. ignore_errors (folders) cannot be checkpointed
+        # symbolically; there the shuffle buffer holds only paths, so a full iterator checkpoint is small.
+        options.experimental_symbolic_checkpoint = self.name != "folder"
         return dataset.with_options(options)
 
     def eval_dataset(self, batch_size, num_examples=None):
