@@ -7,6 +7,7 @@ Gin configures the trainer, the task and the data (see gin/); --gin_param overri
 Includes inside gin files are resolved relative to the repository root.
 """
 
+import functools
 import os
 import sys
 
@@ -15,6 +16,8 @@ from absl import app, flags, logging
 import hit  # noqa: F401  (selects the TensorFlow backend)
 import gin
 from hit import data, tasks, train  # noqa: F401  (registers the configurables)
+from hit.data import DataSource
+from hit.eval.evaluator import Evaluator
 from hit.train import NonFiniteLossError, Trainer, make_strategy
 from hit.train.strategy import STRATEGIES
 
@@ -28,6 +31,8 @@ _MODE = flags.DEFINE_enum("mode", "train", MODES, "What to run.")
 _STRATEGY = flags.DEFINE_enum("strategy", "default", STRATEGIES, "tpu, mirrored (GPUs) or default (one device).")
 _TPU = flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu ('local' on a TPU VM).")
 _DEVICES = flags.DEFINE_list("devices", None, "Devices for --strategy=mirrored (default: all GPUs).")
+_EVAL_TIMEOUT = flags.DEFINE_integer("eval_timeout", None, "--mode=eval: stop after this many seconds without "
+                                     "a new checkpoint (default: wait for the last one).")
 
 
 def one_line(error):
@@ -49,17 +54,25 @@ def main(argv):
         sys.exit(f"error: unexpected arguments {argv[1:]}")
     if not _MODEL_DIR.value:
         sys.exit("error: --model_dir is required")
-    try:  # configuration errors surface here, before any training
+    mode, model_dir = _MODE.value, _MODEL_DIR.value
+    try:  # configuration errors surface here, before any training or evaluation
         parse_gin(_GIN_FILE.value, _GIN_PARAM.value)
-        if _MODE.value != "train":
-            raise ValueError(f"--mode={_MODE.value} needs the evaluation job, which is not built yet")
-        strategy = make_strategy(_STRATEGY.value, tpu=_TPU.value, devices=_DEVICES.value)
-        trainer = Trainer(model_dir=_MODEL_DIR.value, strategy=strategy)
+        strategy = make_strategy(_STRATEGY.value, tpu=_TPU.value, devices=_DEVICES.value) if mode != "eval" else None
+        trainer = Trainer(model_dir=model_dir, strategy=strategy)
+        evaluate = None
+        if mode != "train":
+            evaluator, data = Evaluator(model_dir=model_dir), DataSource()
+            evaluator.extractor  # noqa: B018  (load the feature extractor now: a missing file fails here)
+            name, generator = trainer.task.eval_generator()
+            evaluate = functools.partial(evaluator.evaluate_checkpoint, generator=generator, data=data, name=name)
     except ValueError as e:
         sys.exit(f"error: {one_line(e)}")
+    if mode == "eval":  # the separate eval job: follow the training job's checkpoints until the last one
+        evaluator.run(generator, data, trainer.train_steps, timeout=_EVAL_TIMEOUT.value, name=name)
+        return
     logging.info("Strategy %s with %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
     try:
-        trainer.train()
+        trainer.train(evaluate=evaluate)
     except NonFiniteLossError as e:
         sys.exit(f"error: {e}")
 

@@ -12,7 +12,8 @@ SOURCE_DIRS = ("hit", "tests", "tools")
 # Top-level import name -> PyPI distribution in requirements.txt.
 DISTRIBUTIONS = {
     "absl": "absl-py", "gin": "gin-config", "keras": "keras", "numpy": "numpy", "pytest": "pytest",
-    "tensorboard": "tensorboard", "tensorflow": "tensorflow-cpu", "tensorflow_datasets": "tensorflow-datasets",
+    "scipy": "scipy", "tensorboard": "tensorboard", "tensorflow": "tensorflow-cpu",
+    "tensorflow_datasets": "tensorflow-datasets",
 }
 
 

@@ -1,4 +1,4 @@
-"""Command-line tools: model_summary's JSON line and errors, and the sample grid."""
+"""Command-line tools: model_summary's JSON line and errors, and image grids (tools/sample.py: test_sample.py)."""
 
 import json
 import os
@@ -34,14 +34,6 @@ def test_model_summary_unknown_preset_is_a_one_line_error():
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("error: unknown generator preset 'hit_xl_256'")
     assert result.stdout == ""
-
-
-def test_sample_tool_writes_a_png_grid(tmp_path):
-    output = tmp_path / "grid" / "samples.png"
-    result = run_tool("tools/sample.py", "--preset=hit_tiny_32", f"--output={output}", "--num_samples=6")
-    assert result.returncode == 0, result.stderr
-    grid = tf.io.decode_png(tf.io.read_file(str(output))).numpy()
-    assert grid.shape == (2 * 32, 3 * 32, 3) and grid.dtype == np.uint8
 
 
 def test_to_uint8_clips_instead_of_wrapping():

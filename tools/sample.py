@@ -1,8 +1,16 @@
-"""Write a PNG grid of generator samples.
+"""Samples of a trained run's generator: a PNG grid, a folder of PNGs (for FID tools) or interpolations.
 
-Until training lands this samples a freshly initialised generator (a smoke test of the whole model):
+    python tools/sample.py --model_dir=runs/demo --output=samples/grid.png
+    python tools/sample.py --model_dir=runs/demo --mode=folder --num_samples=50000 --output=samples/fid
+    python tools/sample.py --checkpoint=runs/demo/ckpt-400 --mode=interpolation --output=samples/lerp.png
+
+The generator and its preset come from the run (config.gin and the latest checkpoint, or --checkpoint);
+--which=generator takes the raw weights instead of the EMA ones. Without --model_dir or --checkpoint it
+samples a freshly initialised --preset (a smoke test of the whole model):
     python tools/sample.py --preset=hit_tiny_32 --output=samples/grid.png
-Samples are G(z, training=False) with z ~ N(0, I), clipped to [-1, 1] before quantisation.
+Samples are G(z, training=False) with z ~ N(0, I) from --seed, clipped to [-1, 1] (hit.sampling).
+Interpolations (paper Figure 7) are one row per strip between two samples of the seed, spherical by
+default (--interpolation=lerp: linear).
 """
 
 import os
@@ -14,28 +22,63 @@ from absl import app, flags, logging  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import hit  # noqa: E402,F401  (selects the TensorFlow backend)
+from hit import sampling  # noqa: E402
 from hit.images import write_png  # noqa: E402
-from hit.models import get_generator  # noqa: E402
 
-_PRESET = flags.DEFINE_string("preset", "hit_tiny_32", "Generator preset.")
-_OUTPUT = flags.DEFINE_string("output", "samples/grid.png", "PNG file to write.")
-_NUM = flags.DEFINE_integer("num_samples", 16, "Number of samples in the grid.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the latent codes and of the initial weights.")
+MODES = ("grid", "folder", "interpolation")
+
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "A training run: config.gin and checkpoints.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint prefix, e.g. <model_dir>/ckpt-400 "
+                                  "(default: the latest in --model_dir).")
+_WHICH = flags.DEFINE_string("which", "ema_generator", "ema_generator or generator (the raw weights).")
+_PRESET = flags.DEFINE_string("preset", "hit_tiny_32", "Without --model_dir / --checkpoint: the preset to "
+                              "sample with fresh weights.")
+_MODE = flags.DEFINE_string("mode", "grid", f"One of {', '.join(MODES)}.")
+_OUTPUT = flags.DEFINE_string("output", "samples/grid.png", "PNG file (grid, interpolation) or folder (folder).")
+_NUM = flags.DEFINE_integer("num_samples", 64, "Samples in the grid or the folder.")
+_STRIPS = flags.DEFINE_integer("num_strips", 8, "Interpolation strips (rows).")
+_STEPS = flags.DEFINE_integer("steps", 10, "Images per interpolation strip, end points included.")
+_INTERPOLATION = flags.DEFINE_string("interpolation", "slerp", "slerp (spherical) or lerp (linear) latents.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the latent codes (and of fresh weights).")
+
+
+def write(generator):
+    """Write the --mode output; returns a description for the log."""
+    output = _OUTPUT.value
+    if _MODE.value == "grid":
+        images = sampling.sample(generator, _NUM.value, _SEED.value)
+        write_png(output, images)
+        return f"a grid of {_NUM.value} samples"
+    if _MODE.value == "folder":
+        start = 0
+        for images in sampling.sample_batches(generator, _NUM.value, _SEED.value):
+            start += len(sampling.write_individual_pngs(images, output, start))
+        return f"{start} PNGs"
+    strips = sampling.interpolate(generator, _STRIPS.value, _STEPS.value, _SEED.value, _INTERPOLATION.value)
+    write_png(output, tf.reshape(strips, [-1, *strips.shape[2:]]), columns=_STEPS.value)
+    return f"{_STRIPS.value} interpolation strips of {_STEPS.value} steps"
 
 
 def main(argv):
-    del argv
-    if _NUM.value < 1:
-        sys.exit(f"error: --num_samples must be positive, got {_NUM.value}")
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}")
+    if _MODE.value not in MODES:
+        sys.exit(f"error: --mode must be one of {', '.join(MODES)}, got {_MODE.value!r}")
+    if _NUM.value < 1 or _STRIPS.value < 1 or _STEPS.value < 2:
+        sys.exit("error: --num_samples and --num_strips must be positive and --steps at least 2")
+    if _INTERPOLATION.value not in sampling.INTERPOLATIONS:
+        sys.exit(f"error: --interpolation must be one of {', '.join(sampling.INTERPOLATIONS)}, "
+                 f"got {_INTERPOLATION.value!r}")
+    from_run = bool(_MODEL_DIR.value or _CHECKPOINT.value)
+    if from_run and flags.FLAGS["preset"].present:
+        sys.exit("error: --preset is for fresh weights only; a run's config.gin names its generator")
     tf.keras.utils.set_random_seed(_SEED.value)
     try:
-        generator = get_generator(_PRESET.value)
+        generator = sampling.load_generator(_MODEL_DIR.value, _CHECKPOINT.value, _WHICH.value,
+                                            None if from_run else _PRESET.value)
     except ValueError as e:
         sys.exit(f"error: {e}")
-    z = tf.random.stateless_normal([_NUM.value, generator.latent_dim], seed=[_SEED.value, 0])
-    images = generator(z, training=False)
-    write_png(_OUTPUT.value, images)
-    logging.info("wrote %d samples of shape %s to %s", _NUM.value, images.shape[1:], _OUTPUT.value)
+    logging.info("wrote %s to %s", write(generator), _OUTPUT.value)
     print(_OUTPUT.value)
 
 

@@ -201,7 +201,11 @@ class GANTask:
         """Cross-replica work after each step: the EMA generator (facts 2.7)."""
         self.ema.update(self.global_step)
 
-    # ---- sampling -----------------------------------------------------------------------------------
+    # ---- sampling and evaluation --------------------------------------------------------------------
+
+    def eval_generator(self):
+        """(checkpoint name, a fresh generator to restore it into): what evaluation and sampling use."""
+        return "ema_generator", get_generator(self.generator_preset, name="ema_generator", **self.generator_overrides)
 
     def sample_images(self, num_samples, seed=0):
         """EMA-generator samples in [-1, 1] for fixed latents (training=False, clipped)."""

@@ -36,7 +36,7 @@ class Trainer:
     def __init__(self, task=gin.REQUIRED, model_dir=gin.REQUIRED, strategy=None, train_steps=gin.REQUIRED,
                  global_batch_size=gin.REQUIRED, steps_per_loop=200, checkpoint_every=1000,
                  keep_checkpoints=10, sample_every=1000, num_samples=16, seed=0, jit_compile=True,
-                 dataset_fn=make_train_dataset, checkpoint_data_iterator=True):
+                 dataset_fn=make_train_dataset, checkpoint_data_iterator=True, eval_every=0):
         for name, value in [("train_steps", train_steps), ("global_batch_size", global_batch_size),
                             ("steps_per_loop", steps_per_loop), ("checkpoint_every", checkpoint_every)]:
             if value < 1:
@@ -55,6 +55,7 @@ class Trainer:
         self.jit_compile = jit_compile
         self.dataset_fn = dataset_fn
         self.checkpoint_data_iterator = checkpoint_data_iterator
+        self.eval_every = eval_every
         self._stop_requested = False
 
     # ---- set-up -------------------------------------------------------------------------------------
@@ -122,7 +123,7 @@ class Trainer:
 
     def _next_stop(self, step):
         """The next step at which the host must act: a log, checkpoint or sample boundary, or the end."""
-        intervals = [self.steps_per_loop, self.checkpoint_every] + ([self.sample_every] if self.sample_every else [])
+        intervals = [self.steps_per_loop, self.checkpoint_every] + [k for k in (self.sample_every, self.eval_every) if k]
         return min([self.train_steps] + [(step // k + 1) * k for k in intervals])
 
     def _request_stop(self, signum, frame):
@@ -130,8 +131,11 @@ class Trainer:
         logging.warning("Received signal %d: checkpointing and stopping after the current host call", signum)
         self._stop_requested = True
 
-    def train(self):
-        """Train to train_steps (resuming from the latest checkpoint); returns the last metrics."""
+    def train(self, evaluate=None):
+        """Train to train_steps (resuming from the latest checkpoint); returns the last metrics.
+
+        evaluate(checkpoint_path), if given, runs after the checkpoints at multiples of eval_every and at the
+        end (--mode=train_and_eval)."""
         tf.io.gfile.makedirs(self.model_dir)
         self._set_up()
         step = int(self.task.global_step.numpy())
@@ -160,8 +164,10 @@ class Trainer:
                     first_call = False
                 self._report(step, metrics, num_steps, elapsed)
                 if step % self.checkpoint_every == 0 or step == self.train_steps:
-                    self._save(step)
+                    path = self._save(step)
                     saved_step = step
+                    if evaluate and ((self.eval_every and step % self.eval_every == 0) or step == self.train_steps):
+                        evaluate(path)
                 if self.sample_every and step % self.sample_every == 0:
                     self._write_samples(step)
             if self._stop_requested and saved_step != step:
@@ -176,6 +182,7 @@ class Trainer:
     def _save(self, step):
         path = self.manager.save(checkpoint_number=step)
         logging.info("Saved %s", path)
+        return path
 
     def _report(self, step, metrics, num_steps, elapsed):
         steps_per_sec = num_steps / max(elapsed, 1e-9)

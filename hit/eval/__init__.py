@@ -1,0 +1,1 @@
+"""Evaluation: FID, IS, KID and the demo's classifier distance."""

@@ -1,0 +1,163 @@
+"""The evaluation job (facts 5.3): FID, IS and KID of the EMA generator for each new checkpoint.
+
+Real statistics are computed once from the eval split and cached (mean and covariance sums, plus a bounded
+sample of features for KID). Fakes are G_ema(z, training=False) clipped to [-1, 1], not quantised, as the
+official evaluation. Results go to TensorBoard under <model_dir>/eval (scalars and a real|fake panel), and the
+best checkpoint by `best_metric` is copied to <model_dir>/best with best.json.
+"""
+
+import io
+import json
+import os
+import time
+
+import gin
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from hit.data import DataSource
+from hit.eval.fid import RunningInceptionScore, RunningStatistics, fid_from_statistics, kernel_inception_distance
+from hit.eval.inception import make_feature_extractor, weights_name
+from hit.images import image_grid, to_uint8
+from hit.train.checkpoints import make_checkpoint
+
+LOWER_IS_BETTER = {"fid": True, "kid": True, "inception_score": False}
+
+
+def _write_atomically(path, data):
+    """Write to a temporary name, then rename over `path` (local disks and GCS): never a half-written file."""
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    temporary = path + ".tmp"
+    with tf.io.gfile.GFile(temporary, "wb") as f:
+        f.write(data)
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+@gin.configurable(module="hit.eval")
+class Evaluator:
+    """protocol: "keras_inception" (the paper's numbers), "tfgan_inception" (standard FID) or
+    "demo_classifier" (the Fashion-MNIST demo); weights_path: its local weights (see hit.eval.inception)."""
+
+    def __init__(self, model_dir=gin.REQUIRED, protocol="keras_inception", weights_path=None, num_samples=50_000,
+                 batch_size=100, inception_split=5000, kid_samples=2000, best_metric="fid",
+                 reference_path=None, seed=0):
+        if best_metric not in LOWER_IS_BETTER:
+            raise ValueError(f"unknown best_metric {best_metric!r}; expected one of {sorted(LOWER_IS_BETTER)}")
+        self.model_dir, self.protocol, self.weights_path = model_dir, protocol, weights_path
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.inception_split, self.kid_samples = inception_split, kid_samples
+        self.best_metric, self.seed = best_metric, seed
+        name = f"reference_{protocol}_{weights_name(weights_path)}_{num_samples}.npz"
+        self.reference_path = reference_path or os.path.join(model_dir, "eval", name)
+        self._extractor = None
+        self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
+
+    @property
+    def extractor(self):
+        if self._extractor is None:
+            self._extractor = make_feature_extractor(self.protocol, self.weights_path)
+        return self._extractor
+
+    # ---- statistics ---------------------------------------------------------------------------------
+
+    def _statistics(self, batches):
+        """(RunningStatistics, RunningInceptionScore, KID features, first batch) over image batches."""
+        stats, score, kid, first = None, RunningInceptionScore(self.inception_split), [], None
+        for images in batches:
+            features, logits = (np.asarray(t) for t in self.extractor.features_and_logits(images))
+            if stats is None:
+                stats, first = RunningStatistics(features.shape[1]), np.asarray(images)
+            stats.update(features)
+            score.update(logits)
+            kept = sum(len(k) for k in kid)
+            kid.append(features[:max(0, self.kid_samples - kept)])
+        if stats is None:
+            raise ValueError("the evaluation data set is empty")
+        return stats, score, np.concatenate(kid), first
+
+    def reference(self, data):
+        """Real statistics of the eval split, computed once and cached at reference_path."""
+        if tf.io.gfile.exists(self.reference_path):
+            with tf.io.gfile.GFile(self.reference_path, "rb") as f:
+                cached = np.load(f)
+                stats = RunningStatistics(cached["total"].shape[0])
+                stats.count, stats.total, stats.outer = int(cached["count"]), cached["total"], cached["outer"]
+                return stats, cached["kid"], cached["first"]
+        logging.info("Computing reference statistics of %s (%s) into %s", data.name, self.protocol,
+                     self.reference_path)
+        batches = (b["image"] for b in data.eval_dataset(self.batch_size, self.num_samples))
+        stats, _, kid, first = self._statistics(batches)
+        buffer = io.BytesIO()
+        np.savez(buffer, count=stats.count, total=stats.total, outer=stats.outer, kid=kid, first=first)
+        _write_atomically(self.reference_path, buffer.getvalue())
+        return stats, kid, first
+
+    def _fake_batches(self, generator):
+        for start in range(0, self.num_samples, self.batch_size):
+            size = min(self.batch_size, self.num_samples - start)
+            z = tf.random.stateless_normal([size, generator.latent_dim], seed=[self.seed, start])
+            yield tf.clip_by_value(generator(z, training=False), -1.0, 1.0)
+
+    def evaluate(self, generator, data):
+        """Metrics of a generator against the data set's eval split, and a real|fake panel."""
+        start = time.time()
+        real, real_kid, real_first = self.reference(data)
+        fake, score, fake_kid, fake_first = self._statistics(self._fake_batches(generator))
+        inception_score, inception_score_std = score.result()
+        kid, _ = kernel_inception_distance(real_kid, fake_kid, num_subsets=50,
+                                           subset_size=min(1000, len(real_kid), len(fake_kid)))
+        metrics = {"fid": fid_from_statistics(real, fake), "inception_score": inception_score,
+                   "inception_score_std": inception_score_std, "kid": kid, "eval_time": time.time() - start}
+        count = min(len(real_first), len(fake_first), 32)
+        pairs = np.concatenate([to_uint8(real_first[:count]).numpy(), to_uint8(fake_first[:count]).numpy()], 2)
+        return metrics, image_grid(pairs, columns=4)
+
+    # ---- checkpoints --------------------------------------------------------------------------------
+
+    def evaluate_checkpoint(self, path, generator, data, name="ema_generator"):
+        """Restore `generator` from the checkpoint's `name` entry, evaluate, report, and keep the best."""
+        status = make_checkpoint({name: generator}).restore(path)
+        status.assert_existing_objects_matched().expect_partial()
+        step = int(path.rsplit("-", 1)[1])
+        metrics, panel = self.evaluate(generator, data)
+        with self.writer.as_default(step=step):
+            for key, value in metrics.items():
+                tf.summary.scalar(f"eval/{key}", value)
+            tf.summary.image("eval/real_fake", panel[None])
+        self.writer.flush()
+        logging.info("eval step %d | %s (%s)", step, " ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+                     self.protocol)
+        self._keep_if_best(path, step, metrics)
+        return metrics
+
+    def _keep_if_best(self, path, step, metrics):
+        """Copy the checkpoint into best/ when it beats best.json. Crash-safe order: copy the new files,
+        replace best.json atomically, then delete the previous best's files."""
+        best_dir = os.path.join(self.model_dir, "best")
+        record = os.path.join(best_dir, "best.json")
+        value = metrics[self.best_metric]
+        previous = None
+        if tf.io.gfile.exists(record):
+            with tf.io.gfile.GFile(record) as f:
+                previous = json.load(f)
+            better = value < previous["value"] if LOWER_IS_BETTER[self.best_metric] else value > previous["value"]
+            if not better:
+                return
+        tf.io.gfile.makedirs(best_dir)
+        for source in tf.io.gfile.glob(path + ".*"):
+            tf.io.gfile.copy(source, os.path.join(best_dir, os.path.basename(source)), overwrite=True)
+        _write_atomically(record, json.dumps({
+            "step": step, "checkpoint": os.path.basename(path), "metric": self.best_metric, "value": value,
+            "protocol": self.protocol, **metrics}, indent=1).encode())
+        if previous and previous["checkpoint"] != os.path.basename(path):
+            for old in tf.io.gfile.glob(os.path.join(best_dir, previous["checkpoint"] + ".*")):
+                tf.io.gfile.remove(old)
+        logging.info("New best %s %.4f at step %d, kept in %s", self.best_metric, value, step, best_dir)
+
+    def run(self, generator, data, train_steps, timeout=None, name="ema_generator"):
+        """Evaluate each new checkpoint until one at or past train_steps (the eval job, --mode=eval)."""
+        for path in tf.train.checkpoints_iterator(self.model_dir, timeout=timeout):
+            self.evaluate_checkpoint(path, generator, data, name)
+            if int(path.rsplit("-", 1)[1]) >= train_steps:
+                return
