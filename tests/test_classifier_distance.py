@@ -1,6 +1,9 @@
 """The demo's classifier: builds deterministically, trains briefly, saves and loads, and separates real from noise."""
 
+import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -11,6 +14,7 @@ from hit.eval.classifier_distance import (DemoClassifier, build_demo_classifier,
                                           train_demo_classifier)
 from hit.eval.fid import RunningStatistics, frechet_distance
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 debian = pytest.mark.skipif(not os.path.isdir(fashion_mnist.DEBIAN_DIR),
                             reason="Debian package dataset-fashion-mnist is not installed (CI installs it)")
 
@@ -19,6 +23,12 @@ debian = pytest.mark.skipif(not os.path.isdir(fashion_mnist.DEBIAN_DIR),
 def trained():
     """A classifier after 80 steps of batch 64 (about 0.75 test accuracy) and its reported accuracy."""
     return train_demo_classifier(80, batch_size=64, seed=3)
+
+
+def run_tool(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "tools/train_demo_classifier.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
 
 
 def statistics(features):
@@ -40,6 +50,8 @@ def test_build_is_seeded_and_maps_images_to_logits_and_features():
     gray = np.random.default_rng(0).uniform(-1, 1, [2, 32, 32, 1]).astype(np.float32)
     np.testing.assert_array_equal(classifier.features_and_logits(gray)[1],
                                   classifier.features_and_logits(np.tile(gray, [1, 1, 1, 3]))[1])
+    with pytest.raises(ValueError, match=r"takes \[batch, 32, 32, 1 or 3\] images, got shape \(2, 28, 28, 1\)"):
+        classifier.features_and_logits(np.zeros([2, 28, 28, 1]))
     with pytest.raises(ValueError, match="takes 1 or 3 channels"):
         build_demo_classifier(channels=2)
 
@@ -79,3 +91,21 @@ def test_missing_weights_are_a_one_line_error_saying_how_to_make_them(tmp_path):
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match=r"must be saved to a \*\.weights\.h5 file"):
         DemoClassifier(channels=1).save(str(tmp_path / "classifier.h5"))
+
+
+@debian
+def test_tool_trains_saves_and_prints_one_json_line(tmp_path):
+    output = tmp_path / "classifier.weights.h5"
+    result = run_tool(f"--output={output}", "--steps=2", "--batch_size=8", "--channels=1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert report["output"] == str(output) and report["steps"] == 2 and 0 <= report["test_accuracy"] <= 1
+    assert DemoClassifier.load(str(output)).channels == 1
+
+
+def test_tool_rejects_an_output_that_keras_cannot_write():
+    result = run_tool("--output=classifier.h5")
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1] == "error: --output must end in .weights.h5, got classifier.h5"

@@ -71,3 +71,34 @@ def test_the_fashion_mnist_demo_runs_end_to_end(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-4")
     grid = tf.io.decode_png(tf.io.read_file(str(tmp_path / "samples" / "latest.png"))).numpy()
     assert grid.shape == (8 * 32, 8 * 32, 3)  # 64 EMA samples
+
+
+def eval_params(weights):
+    return ["--gin_param=Evaluator.protocol = 'demo_classifier'", f"--gin_param=Evaluator.weights_path = '{weights}'",
+            "--gin_param=Evaluator.num_samples = 64", "--gin_param=Evaluator.batch_size = 32",
+            "--gin_param=Evaluator.inception_split = 32", "--gin_param=Evaluator.kid_samples = 64"]
+
+
+def test_train_and_eval_then_the_separate_eval_job(tmp_path):
+    from hit.eval.classifier_distance import build_demo_classifier, DemoClassifier
+
+    weights = str(tmp_path / "classifier.weights.h5")
+    DemoClassifier(build_demo_classifier()).save(weights)  # untrained weights are enough to run the job
+    run = tmp_path / "run"
+    train = ["--gin_param=Trainer.train_steps = 4", "--gin_param=Trainer.steps_per_loop = 2",
+             "--gin_param=Trainer.checkpoint_every = 2", "--gin_param=Trainer.eval_every = 2",
+             "--gin_param=Trainer.sample_every = 0", "--gin_param=Trainer.jit_compile = False"]
+    result = run_main(*DEMO, f"--model_dir={run}", "--mode=train_and_eval", *train, *eval_params(weights))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "eval step 2" in result.stderr and "eval step 4" in result.stderr
+    assert (run / "best" / "best.json").exists()
+    result = run_main(*DEMO, f"--model_dir={run}", "--mode=eval", "--eval_timeout=30", *train, *eval_params(weights))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "eval step 4" in result.stderr  # the latest checkpoint, which reaches train_steps: the job ends
+
+
+def test_eval_without_weights_is_a_one_line_error(tmp_path):
+    result = run_main(*DEMO, f"--model_dir={tmp_path}", "--mode=eval",
+                      "--gin_param=Evaluator.weights_path = '/nonexistent/inception.h5'")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: InceptionV3 weights not found at")

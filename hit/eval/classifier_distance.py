@@ -53,31 +53,38 @@ def to_classifier_inputs(images, channels):
 
 
 class DemoClassifier:
-    """A demo classifier network with its input format: features and logits of [-1, 1] images, save, load.
+    """A demo classifier network (`model`, freshly initialised) with its input format; features, logits, save, load.
 
     info: facts about the weights (steps, seed, test accuracy) that `save` writes to the sidecar.
     """
 
-    def __init__(self, model=None, channels=3, resolution=32, info=None):
-        self.model = model if model is not None else build_demo_classifier(channels, resolution)
+    def __init__(self, channels=3, resolution=32, info=None):
+        self.model = build_demo_classifier(channels, resolution)
         self.channels, self.resolution = channels, resolution
         self.info = dict(info or {})
         self._both = keras.Model(self.model.inputs, [self.model.get_layer("features").output, self.model.outputs[0]])
+        spec = tf.TensorSpec([None, resolution, resolution, None], tf.float32)
+        self._forward = tf.function(self._features_and_logits, input_signature=[spec])  # traced once
 
-    @tf.function(reduce_retracing=True)
     def features_and_logits(self, images):
-        """[-1, 1] images [B, H, W, 1 or 3] -> (features [B, 128] float32, logits [B, 10] float32).
+        """[-1, 1] images [B, H, W, 1 or 3] -> (features [B, 128] float32, logits [B, 10] float32), inference mode.
 
-        Gray images are tiled to 3 channels, or RGB averaged to gray, to match the classifier.
+        Runs one tf.function (usable eagerly or inside another). Gray images are tiled to 3 channels, or RGB
+        averaged to gray, to match the classifier.
         """
-        images = tf.convert_to_tensor(images, tf.float32)
-        if images.shape[1:3] != (self.resolution, self.resolution):
-            raise ValueError(f"the demo classifier takes {self.resolution}x{self.resolution} images, "
-                             f"got shape {images.shape}")
-        if images.shape[-1] == 1 and self.channels == 3:
-            images = tf.tile(images, [1, 1, 1, 3])
-        elif images.shape[-1] == 3 and self.channels == 1:
+        images = tf.cast(images, tf.float32)
+        expected = [None, self.resolution, self.resolution, None]
+        if not images.shape.is_compatible_with(expected) or images.shape[-1] not in (None, 1, 3):
+            raise ValueError(f"the demo classifier takes [batch, {self.resolution}, {self.resolution}, 1 or 3] "
+                             f"images, got shape {images.shape}")
+        return self._forward(images)
+
+    def _features_and_logits(self, images):
+        if self.channels == 3:  # gray is tiled, RGB passes unchanged
+            images = tf.broadcast_to(images, tf.concat([tf.shape(images)[:3], [3]], axis=0))
+        else:  # RGB is averaged, gray passes unchanged
             images = tf.reduce_mean(images, axis=-1, keepdims=True)
+        images = tf.ensure_shape(images, [None, self.resolution, self.resolution, self.channels])
         features, logits = self._both(images, training=False)
         return tf.cast(features, tf.float32), tf.cast(logits, tf.float32)
 

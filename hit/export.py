@@ -1,0 +1,93 @@
+"""SavedModel export of a generator for TF Serving (the official code has none).
+
+<export_dir>/<version>/ (the layout TF Serving watches) is written by Keras 3's ExportArchive: a plain
+tf.saved_model.save of a tf.Module restores Keras 3 variables under names TF1-style loaders (TF Serving's C++
+loader, `saved_model_cli run`) cannot find ("Could not find variable hit_generator/kernel_22"); ExportArchive's
+output loads in both, and with tf.saved_model.load needs no Keras. Signatures (batch size dynamic):
+    serving_default  z     float32 [batch, latent_dim] -> images uint8   [batch, H, W, C] (clipped, rounded)
+    generate         seed  int64   [batch]             -> images uint8   (z drawn statelessly from each seed)
+    generate_float   z     float32 [batch, latent_dim] -> images float32 in [-1, 1]
+A class-conditional generator adds `label` int32 [batch] to every signature: `_inputs` is the one place that
+knows it. Wrong shapes are rejected inside the signature with a message naming the expected shape (TF Serving
+itself already rejects a wrong dtype against the signature).
+"""
+
+import os
+
+import keras
+import tensorflow as tf
+
+from hit.images import to_uint8
+
+SIGNATURES = ("serving_default", "generate", "generate_float")
+
+
+def latent_for_seeds(seeds, latent_dim):
+    """z [batch, latent_dim] with row i ~ N(0, I) drawn statelessly from seed i: the same seed, the same z."""
+    return tf.map_fn(lambda s: tf.random.stateless_normal([latent_dim], seed=tf.stack([s, tf.constant(0, tf.int64)]),
+                                                          alg="philox"),
+                     tf.cast(seeds, tf.int64), fn_output_signature=tf.float32)
+
+
+class GeneratorSignatures:
+    """The three endpoints of a generator, each returning {"images": ...}."""
+
+    def __init__(self, generator, conditional=False):
+        self.generator = generator
+        self.latent_dim = generator.latent_dim
+        self.conditional = conditional
+
+    def _inputs(self, first):
+        """The signature's inputs: `first` ("z" or "seed") and, for a conditional model, "label"."""
+        specs = {"z": tf.TensorSpec([None, None], tf.float32, name="z"),
+                 "seed": tf.TensorSpec([None], tf.int64, name="seed")}
+        inputs = [specs[first]]
+        if self.conditional:
+            inputs.append(tf.TensorSpec([None], tf.int32, name="label"))
+        return inputs
+
+    def _images(self, z, label=None):
+        message = f"z must have shape [batch, {self.latent_dim}]"
+        # Ordered checks (a loaded signature runs the graph even for a wrong rank): rank, then width, then a
+        # static shape for the generator, so the first failure is always our message.
+        with tf.control_dependencies([tf.debugging.assert_rank(z, 2, message=message)]):
+            width = tf.debugging.assert_equal(tf.shape(z)[-1], self.latent_dim, message=message)
+        with tf.control_dependencies([width]):
+            z = tf.ensure_shape(tf.identity(z), [None, self.latent_dim])
+        if label is not None:
+            tf.debugging.assert_equal(tf.shape(label)[0], tf.shape(z)[0], message="label must have shape [batch]")
+            return tf.clip_by_value(self.generator(z, label, training=False), -1.0, 1.0)
+        return tf.clip_by_value(self.generator(z, training=False), -1.0, 1.0)
+
+    def endpoints(self):
+        """name -> (function, input signature), serving_default first."""
+        def serve(z, *label):
+            return {"images": to_uint8(self._images(z, *label))}
+
+        def generate(seed, *label):
+            return {"images": to_uint8(self._images(latent_for_seeds(seed, self.latent_dim), *label))}
+
+        def generate_float(z, *label):
+            return {"images": self._images(z, *label)}
+
+        return {"serving_default": (serve, self._inputs("z")), "generate": (generate, self._inputs("seed")),
+                "generate_float": (generate_float, self._inputs("z"))}
+
+
+def export_generator(generator, export_dir, version, conditional=False):
+    """Write the SavedModel to <export_dir>/<version>/ atomically (a temporary directory, then a rename)."""
+    if int(version) < 0:
+        raise ValueError(f"the export version must be a non-negative integer, got {version}")
+    target = os.path.join(export_dir, str(int(version)))
+    if tf.io.gfile.exists(target):
+        raise ValueError(f"{target} already exists; choose another --version (TF Serving serves the highest)")
+    archive = keras.export.ExportArchive()
+    archive.track(generator)
+    for name, (function, inputs) in GeneratorSignatures(generator, conditional).endpoints().items():
+        archive.add_endpoint(name, tf.function(function), input_signature=inputs)
+    temporary = os.path.join(export_dir, f".tmp-{int(version)}")  # TF Serving ignores non-numeric names
+    if tf.io.gfile.exists(temporary):
+        tf.io.gfile.rmtree(temporary)
+    archive.write_out(temporary, verbose=False)
+    tf.io.gfile.rename(temporary, target)
+    return target

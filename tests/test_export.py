@@ -1,0 +1,140 @@
+"""SavedModel export for TF Serving: signatures equal the in-memory EMA generator, determinism per seed,
+saved_model_cli, REST-style JSON requests, and the promised errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hit.export import export_generator, latent_for_seeds
+from hit.images import to_uint8
+from hit.sampling import load_generator
+from hit.tasks import GANTask
+from hit.train import Trainer
+from tools.serving_client import build_request, parse_response
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny generator trained for 2 steps, exported as version 2; returns (loaded, in-memory EMA G, path)."""
+    root = tmp_path_factory.mktemp("export")
+    gin.clear_config()
+    gin.parse_config("hit.tasks.GANTask.generator_preset = 'hit_tiny_32'\n"
+                     "hit.tasks.GANTask.discriminator_preset = 'stylegan_d_tiny_32'\n"
+                     "hit.tasks.GANTask.ema_start_step = 1\n")
+    Trainer(task=GANTask(), model_dir=str(root / "run"), train_steps=2, global_batch_size=4, steps_per_loop=2,
+            checkpoint_every=2, sample_every=0, jit_compile=False).train()
+    gin.clear_config()
+    result = subprocess.run([sys.executable, "tools/export.py", f"--model_dir={root / 'run'}",
+                             f"--export_dir={root / 'exports'}"], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    path = result.stdout.strip().splitlines()[-1]
+    assert path == str(root / "exports" / "2")  # version = the checkpoint's step
+    generator = load_generator(model_dir=str(root / "run"))
+    return tf.saved_model.load(path), generator, path
+
+
+def test_every_signature_equals_the_in_memory_ema_generator(exported):
+    loaded, generator, _ = exported
+    assert set(loaded.signatures) == {"serving_default", "generate", "generate_float"}
+    z = tf.random.stateless_normal([3, 32], seed=[4, 2])
+    expected = tf.clip_by_value(generator(z, training=False), -1.0, 1.0)
+    floats = loaded.signatures["generate_float"](z=z)["images"]
+    np.testing.assert_allclose(floats.numpy(), expected.numpy(), atol=1e-5)
+    images = loaded.signatures["serving_default"](z=z)["images"]
+    assert images.dtype == tf.uint8 and images.shape == (3, 32, 32, 3)
+    assert np.abs(images.numpy().astype(int) - to_uint8(expected).numpy().astype(int)).max() <= 1
+
+
+def test_generate_is_deterministic_per_seed_and_differs_across_seeds(exported):
+    loaded, generator, _ = exported
+    images = loaded.signatures["generate"](seed=tf.constant([7, 8, 7], tf.int64))["images"].numpy()
+    np.testing.assert_array_equal(images[0], images[2])
+    assert not np.array_equal(images[0], images[1])
+    again = loaded.signatures["generate"](seed=tf.constant([8], tf.int64))["images"].numpy()
+    np.testing.assert_array_equal(again[0], images[1])  # the batch does not change a seed's image
+    z = latent_for_seeds(tf.constant([7], tf.int64), 32)
+    expected = to_uint8(tf.clip_by_value(generator(z, training=False), -1.0, 1.0)).numpy()
+    assert np.abs(images[0].astype(int) - expected[0].astype(int)).max() <= 1
+
+
+def test_wrong_inputs_are_rejected_with_clear_messages(exported):
+    loaded, _, _ = exported
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"z must have shape \[batch, 32\]"):
+        loaded.signatures["serving_default"](z=tf.zeros([2, 31]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"z must have shape \[batch, 32\]"):
+        loaded.signatures["serving_default"](z=tf.zeros([2], tf.float32))  # wrong rank
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a int64 tensor but is a float"):
+        loaded.signatures["generate"](seed=tf.constant([1.5]))  # wrong dtype: the signature rejects it
+    with pytest.raises(ValueError, match="already exists"):
+        export_generator(load_generator(preset="hit_tiny_32"), os.path.dirname(exported[2]), 2)
+
+
+def test_saved_model_cli_lists_and_runs_the_signatures(exported):
+    _, _, path = exported
+    cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    show = subprocess.run([*cli, "show", "--dir", path, "--all"], capture_output=True, text=True, env=env, timeout=300)
+    assert show.returncode == 0, show.stderr[-2000:]
+    text = show.stdout
+    for name in ("serving_default", "generate", "generate_float"):
+        assert f"signature_def['{name}']" in text
+    assert "dtype: DT_INT64" in text and "dtype: DT_UINT8" in text and "shape: (-1, -1)" in text
+    assert "inputs['seed']" in text and "inputs['z']" in text and "outputs['images']" in text
+    out = os.path.join(os.path.dirname(path), "cli_out")
+    run = subprocess.run([*cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def", "generate",
+                          "--input_exprs", "seed=[1,2]", "--outdir", out], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]  # the TF1-style loader TF Serving also uses
+    images = np.load(os.path.join(out, "images.npy"))
+    assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
+
+
+def rest_to_tensors(body, signature):
+    """What TF Serving's REST API does with a row-format body: stack the instances per named input."""
+    specs = signature.structured_input_signature[1]
+    instances = body["instances"]
+    if len(specs) == 1 and not isinstance(instances[0], dict):
+        (name, spec), = specs.items()
+        return {name: tf.constant(instances, spec.dtype)}
+    return {name: tf.constant([row[name] for row in instances], spec.dtype) for name, spec in specs.items()}
+
+
+def test_the_client_request_builder_against_the_loaded_signatures(exported):
+    loaded, _, _ = exported
+    z = np.random.default_rng(0).normal(size=(2, 32)).astype(np.float32)
+    for name, request in [("serving_default", build_request("serving_default", z=z)),
+                          ("generate_float", build_request("generate_float", z=z)),
+                          ("generate", build_request("generate", seeds=[3, 4]))]:
+        body = json.loads(json.dumps(request))  # exactly what goes over the wire
+        assert body["signature_name"] == name
+        signature = loaded.signatures[name]
+        outputs = signature(**rest_to_tensors(body, signature))
+        response = {"predictions": outputs["images"].numpy().tolist()}  # TF Serving's row-format reply
+        images = parse_response(json.loads(json.dumps(response)))
+        np.testing.assert_array_equal(images, outputs["images"].numpy())
+        assert images.shape == (2, 32, 32, 3)
+    conditional = build_request("generate", seeds=[1, 2], labels=[5, 6])
+    assert conditional["instances"] == [{"seed": 1, "label": 5}, {"seed": 2, "label": 6}]
+    with pytest.raises(ValueError, match="exactly one of z"):
+        build_request("generate")
+
+
+def test_loading_needs_no_keras(exported):
+    _, _, path = exported
+    code = ("import sys; sys.modules['keras'] = None  # any attempt to import Keras fails\n"
+            "import tensorflow as tf\n"
+            "m = tf.saved_model.load(sys.argv[1])\n"
+            "print(m.signatures['generate'](seed=tf.constant([1], tf.int64))['images'].shape)")
+    result = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "(1, 32, 32, 3)"
