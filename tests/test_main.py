@@ -80,10 +80,10 @@ def eval_params(weights):
 
 
 def test_train_and_eval_then_the_separate_eval_job(tmp_path):
-    from hit.eval.classifier_distance import build_demo_classifier, DemoClassifier
+    from hit.eval.classifier_distance import DemoClassifier
 
     weights = str(tmp_path / "classifier.weights.h5")
-    DemoClassifier(build_demo_classifier()).save(weights)  # untrained weights are enough to run the job
+    DemoClassifier().save(weights)  # untrained weights are enough to run the job
     run = tmp_path / "run"
     train = ["--gin_param=Trainer.train_steps = 4", "--gin_param=Trainer.steps_per_loop = 2",
              "--gin_param=Trainer.checkpoint_every = 2", "--gin_param=Trainer.eval_every = 2",
