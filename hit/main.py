@@ -17,6 +17,7 @@ import hit  # noqa: F401  (selects the TensorFlow backend)
 import gin
 from hit import data, tasks, train  # noqa: F401  (registers the configurables)
 from hit.data import DataSource
+from hit.errors import one_line
 from hit.eval.evaluator import Evaluator
 from hit.train import NonFiniteLossError, Trainer, make_strategy
 from hit.train.strategy import STRATEGIES
@@ -33,11 +34,6 @@ _TPU = flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strat
 _DEVICES = flags.DEFINE_list("devices", None, "Devices for --strategy=mirrored (default: all GPUs).")
 _EVAL_TIMEOUT = flags.DEFINE_integer("eval_timeout", None, "--mode=eval: stop after this many seconds without "
                                      "a new checkpoint (default: wait for the last one).")
-
-
-def one_line(error):
-    """Gin adds context lines to errors raised in configurables; keep all of it on one line."""
-    return " | ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
 def parse_gin(files, params):
@@ -61,14 +57,15 @@ def main(argv):
         trainer = Trainer(model_dir=model_dir, strategy=strategy)
         evaluate = None
         if mode != "train":
-            evaluator, data = Evaluator(model_dir=model_dir), DataSource()
+            evaluator, data_source = Evaluator(model_dir=model_dir), DataSource()
             evaluator.extractor  # noqa: B018  (load the feature extractor now: a missing file fails here)
             name, generator = trainer.task.eval_generator()
-            evaluate = functools.partial(evaluator.evaluate_checkpoint, generator=generator, data=data, name=name)
+            evaluate = functools.partial(evaluator.evaluate_checkpoint, generator=generator, data=data_source,
+                                         name=name)
     except ValueError as e:
         sys.exit(f"error: {one_line(e)}")
     if mode == "eval":  # the separate eval job: follow the training job's checkpoints until the last one
-        evaluator.run(generator, data, trainer.train_steps, timeout=_EVAL_TIMEOUT.value, name=name)
+        evaluator.run(generator, data_source, trainer.train_steps, timeout=_EVAL_TIMEOUT.value, name=name)
         return
     logging.info("Strategy %s with %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
     try:

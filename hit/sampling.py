@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from hit import data, tasks, train  # noqa: F401  (registers the configurables config.gin binds)
+from hit.errors import one_line
 from hit.images import to_uint8
 from hit.models import get_generator
 from hit.train.checkpoints import make_checkpoint
@@ -19,10 +20,6 @@ from hit.train.checkpoints import make_checkpoint
 GENERATORS = ("ema_generator", "generator")
 INTERPOLATIONS = ("slerp", "lerp")
 BATCH_SIZE = 64  # latents per generator call, so that large sample counts fit in memory
-
-
-def _one_line(error):
-    return " | ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
 def _run_generator_config(model_dir):
@@ -43,7 +40,7 @@ def _run_generator_config(model_dir):
         except ValueError:  # unbound
             overrides = {}
     except (ValueError, SyntaxError, OSError) as e:
-        raise ValueError(f"cannot read the generator from {path}: {_one_line(e)}") from None
+        raise ValueError(f"cannot read the generator from {path}: {one_line(e)}") from None
     finally:
         gin.clear_config()
     return preset, dict(overrides)
@@ -59,7 +56,7 @@ def _restore(generator, path, which):
     try:
         make_checkpoint({which: generator}).restore(path).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError) as e:  # a variable missing, or saved with another shape
-        raise ValueError(f"cannot restore {which} from {path}: {_one_line(e)}") from None
+        raise ValueError(f"cannot restore {which} from {path}: {one_line(e)}") from None
 
 
 def load_generator(model_dir=None, checkpoint=None, which="ema_generator", preset=None):

@@ -57,7 +57,8 @@ def reference_self_attention(image, weights, num_heads, head_axes, p, multi_quer
             for i in range(height):
                 for j in range(width):
                     mask = _key_mask(kind, i, j, height, width, p)
-                    out[b, i, j, h] = _softmax_attend(q[b, i, j, h] / np.sqrt(d), k[b][mask][:, h], v[b][mask][:, h])
+                    query = q[b, i, j, h] / np.sqrt(d)
+                    out[b, i, j, h] = _softmax_attend(query, k[b][mask][:, h], v[b][mask][:, h])
     return np.einsum("bhwnd,ndc->bhwc", out, wo) + bo
 
 
@@ -72,7 +73,8 @@ def test_blocked_self_attention_matches_slow_reference(head_axes, multi_query):
     for w in layer.weights:  # random biases too, so a missing bias term cannot hide
         w.assign(tf.random.normal(w.shape, stddev=0.3))
     out = unblock_images(layer(block_images(image, p)), height, width).numpy()
-    ref = reference_self_attention(image.numpy().astype(np.float64), _weights(layer), heads, head_axes, p, multi_query)
+    image64 = image.numpy().astype(np.float64)
+    ref = reference_self_attention(image64, _weights(layer), heads, head_axes, p, multi_query)
     np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
 
 
@@ -108,7 +110,8 @@ def test_cross_attention_matches_slow_reference(multi_query):
         for m in range(3):
             for n in range(5):
                 for h in range(heads):
-                    ref[b, m, n, h] = _softmax_attend(q[b, m, n, h] / np.sqrt(channels // heads), k[b, :, h], v[b, :, h])
+                    query = q[b, m, n, h] / np.sqrt(channels // heads)
+                    ref[b, m, n, h] = _softmax_attend(query, k[b, :, h], v[b, :, h])
     ref = np.einsum("bmnhd,hdc->bmnc", ref, wo) + bo
     np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
 

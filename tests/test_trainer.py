@@ -128,7 +128,8 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
     make_trainer(tmp_path, train_steps=2)[1].train()
 
     def poisoned(context, global_batch_size, seed, start_step):
-        return make_train_dataset(context, global_batch_size, seed, start_step).map(lambda b: {"image": b["image"] * np.nan})
+        dataset = make_train_dataset(context, global_batch_size, seed, start_step)
+        return dataset.map(lambda b: {"image": b["image"] * np.nan})
 
     _, trainer = make_trainer(tmp_path, train_steps=4, dataset_fn=poisoned)
     with pytest.raises(NonFiniteLossError, match=r"non-finite .*d_loss.* in steps 3-4; training stopped") as info:

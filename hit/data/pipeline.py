@@ -16,6 +16,7 @@ import tensorflow as tf
 from hit.data import fashion_mnist, ffhq_tfrecords, image_folder, tfds_source
 from hit.data.preprocessing import preprocess
 from hit.data.random_images import random_images
+from hit.seeds import stateless_seed
 
 SOURCES = ("random", "fashion_mnist", "folder", "ffhq", "imagenet2012", "celeb_a_hq")
 _STATS = {}  # what the readers counted, reported once per run by the trainer
@@ -24,13 +25,6 @@ _STATS = {}  # what the readers counted, reported once per run by the trainer
 def data_stats():
     """Counters from the last data set built, e.g. {"skipped_images": 2}."""
     return dict(_STATS)
-
-
-def _seed(*values):
-    key = tf.constant([0, 0], tf.int64)
-    for value in values:
-        key = tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int64), alg="philox")
-    return key
 
 
 @gin.configurable(module="hit.data")
@@ -113,7 +107,7 @@ class DataSource:
             dataset = dataset.shuffle(self._shuffle_buffer(), seed=int(seed) * 1_000_003 + int(start_step),
                                       reshuffle_each_iteration=True).repeat()
             dataset = dataset.enumerate().map(
-                lambda i, x: self._prepare(x, True, _seed(seed, start_step, i)),
+                lambda i, x: self._prepare(x, True, stateless_seed(seed, start_step, i)),
                 num_parallel_calls=tf.data.AUTOTUNE)
             if self.name == "folder":
                 dataset = dataset.ignore_errors(log_warning=True)

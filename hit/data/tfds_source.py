@@ -4,8 +4,6 @@ Prepared data is read from `data_dir`; if it is not prepared and `manual_dir` ho
 it is prepared first. Images stay encoded until after the shuffle (less memory per buffered element).
 """
 
-import tensorflow as tf
-
 # name -> (train split, eval split); CelebA-HQ is evaluated on its training set, as in the paper (Sec. 4.1).
 SPLITS = {"imagenet2012": ("train", "validation[:50000]"), "celeb_a_hq": ("train", "train")}
 HOW_TO = {

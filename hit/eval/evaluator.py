@@ -16,7 +16,6 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from hit.data import DataSource
 from hit.eval.fid import RunningInceptionScore, RunningStatistics, fid_from_statistics, kernel_inception_distance
 from hit.eval.inception import make_feature_extractor, weights_name
 from hit.images import image_grid, to_uint8

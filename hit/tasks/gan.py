@@ -16,17 +16,10 @@ import tensorflow as tf
 
 from hit import augment, losses, penalties
 from hit.ema import ExponentialMovingAverage
+from hit.seeds import stateless_seed
 from hit.models import get_discriminator, get_generator
 
 UPDATE_SCHEMES = ("simultaneous", "alternating")
-
-
-def _fold(seed, *values):
-    """A stateless seed [2] for (seed, values...)."""
-    key = tf.constant([seed, 0], tf.int64)
-    for value in values:
-        key = tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int64), alg="philox")
-    return key
 
 
 @gin.configurable(module="hit.tasks")
@@ -115,15 +108,14 @@ class GANTask:
                         [self.per_replica_batch, *tensor.shape[1:]])
 
     def _latents(self, step, replica_id):
-        # Philox pinned: the default algorithm draws differently under XLA than eagerly.
-        z = tf.random.stateless_normal([self.global_batch_size, self.latent_dim], seed=_fold(self.seed, step, 0),
-                                       alg="philox")
+        z = tf.random.stateless_normal([self.global_batch_size, self.latent_dim],
+                                       seed=stateless_seed(self.seed, step, 0), alg="philox")
         return self._replica_rows(z, replica_id)
 
     def _augment_fn(self, step, replica_id):
         """T(.) on [reals; fakes] of this replica, with per-sample draws made for the global batch."""
         def draw(stream):
-            params = augment.draw_augment_params(_fold(self.seed, step, stream), self.global_batch_size,
+            params = augment.draw_augment_params(stateless_seed(self.seed, step, stream), self.global_batch_size,
                                                  self.resolution, self.resolution, self.augment_policy)
             return augment.slice_params(params, replica_id * self.per_replica_batch, self.per_replica_batch)
 

@@ -123,7 +123,8 @@ class Trainer:
 
     def _next_stop(self, step):
         """The next step at which the host must act: a log, checkpoint or sample boundary, or the end."""
-        intervals = [self.steps_per_loop, self.checkpoint_every] + [k for k in (self.sample_every, self.eval_every) if k]
+        optional = [k for k in (self.sample_every, self.eval_every) if k]
+        intervals = [self.steps_per_loop, self.checkpoint_every] + optional
         return min([self.train_steps] + [(step // k + 1) * k for k in intervals])
 
     def _request_stop(self, signum, frame):
