@@ -80,15 +80,13 @@ class Evaluator:
         if tf.io.gfile.exists(self.reference_path):
             with tf.io.gfile.GFile(self.reference_path, "rb") as f:
                 cached = np.load(f)
-                stats = RunningStatistics(cached["total"].shape[0])
-                stats.count, stats.total, stats.outer = int(cached["count"]), cached["total"], cached["outer"]
-                return stats, cached["kid"], cached["first"]
+                return RunningStatistics.from_arrays(cached), cached["kid"], cached["first"]
         logging.info("Computing reference statistics of %s (%s) into %s", data.name, self.protocol,
                      self.reference_path)
         batches = (b["image"] for b in data.eval_dataset(self.batch_size, self.num_samples))
         stats, _, kid, first = self._statistics(batches)
         buffer = io.BytesIO()
-        np.savez(buffer, count=stats.count, total=stats.total, outer=stats.outer, kid=kid, first=first)
+        np.savez(buffer, **stats.arrays(), kid=kid, first=first)
         _write_atomically(self.reference_path, buffer.getvalue())
         return stats, kid, first
 

@@ -35,15 +35,22 @@ class RunningStatistics:
         mean = self.mean()
         return (self.outer - self.count * np.outer(mean, mean)) / (self.count - 1)
 
+    def arrays(self):
+        """The state as named arrays (for np.savez, possibly beside other arrays)."""
+        return {"count": self.count, "total": self.total, "outer": self.outer}
+
+    @classmethod
+    def from_arrays(cls, arrays):
+        stats = cls(arrays["total"].shape[0])
+        stats.count, stats.total, stats.outer = int(arrays["count"]), arrays["total"], arrays["outer"]
+        return stats
+
     def save(self, path):
-        np.savez(path, count=self.count, total=self.total, outer=self.outer)
+        np.savez(path, **self.arrays())
 
     @classmethod
     def load(cls, path):
-        data = np.load(path)
-        stats = cls(data["total"].shape[0])
-        stats.count, stats.total, stats.outer = int(data["count"]), data["total"], data["outer"]
-        return stats
+        return cls.from_arrays(np.load(path))
 
 
 def _sqrt_psd(matrix):
