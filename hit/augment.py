@@ -5,7 +5,8 @@ Images are NHWC floats in [-1, 1]. The official policy "color,translation,cutout
     saturation   mean_c + (x - mean_c) * U(0, 2),          mean_c = per-pixel mean over channels
     contrast     mean_a + (x - mean_a) * U(0.5, 1.5),      mean_a = per-sample mean over H, W, C
     translation  out[i, j] = x[i - dy, j - dx], 0 outside; dy, dx integers in [-s, s], s = round(0.125 * size)
-    cutout       a round(0.5 * H) x round(0.5 * W) rectangle around a uniform integer center, clipped, set to 0
+    cutout       a round(0.5 * H) x round(0.5 * W) rectangle around a uniform integer center, clipped, set to 0;
+                 the center row is in [0, H] for an even side, [0, H - 1] for an odd one (columns alike)
 "flip" (mirror with probability 0.5) runs last and only when the policy names it: the paper mentions flips but
 the official policy has none. Nothing is clipped afterwards, as in the official code; 0 is mid-gray.
 
@@ -13,17 +14,17 @@ DESIGN.md: "each op returns its parameters so they can be replayed". `draw_augme
 tensors (axis 0 is the sample), `apply_augment` applies them, and `slice_params` cuts one replica's rows out of
 parameters drawn for the global batch.
 
-Every draw is a pure function of a [2] integer seed. Two details keep eager and `jit_compile=True` bit-identical:
-the generator is pinned to Philox (under XLA "auto_select" picks another one), and floats are built from 24
-random integer bits (XLA converts random bits to floats differently from the TF kernel).
+Every draw is a pure function of a [2] integer seed, bit-identical with and without `jit_compile=True`: Philox
+and floats from 24 random integer bits (hit.seeds explains why).
 """
 
 import tensorflow as tf
 
+from hit.seeds import RNG, stateless_uniform
+
 DEFAULT_POLICY = "color,translation,cutout"
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
-_RNG = "philox"
 # Policy op -> the parameters it draws.
 _POLICY_OPS = {
     "color": ("brightness", "saturation", "contrast"),
@@ -62,6 +63,13 @@ def _scaled(size, ratio):
 def cutout_size(height, width):
     """Side lengths (rows, cols) of the cutout rectangle: round(0.5 * H), round(0.5 * W)."""
     return _scaled(height, CUTOUT_RATIO), _scaled(width, CUTOUT_RATIO)
+
+
+def cutout_center_range(height, width):
+    """Largest cutout center (row, col). The official draw is uniform in [0, H + 1 - h % 2): [0, H] inclusive
+    when the side h is even (a center one past the last row still cuts h // 2 rows), [0, H - 1] when odd."""
+    size_h, size_w = cutout_size(height, width)
+    return height - size_h % 2, width - size_w % 2
 
 
 def max_translation(height, width):
@@ -157,20 +165,19 @@ def _seed(seed):
 
 
 def _fold(seed, data):
-    return tf.random.experimental.stateless_fold_in(seed, tf.constant(data, tf.int32), alg=_RNG)
+    return tf.random.experimental.stateless_fold_in(seed, tf.constant(data, tf.int32), alg=RNG)
 
 
 def _uniform(seed, batch_size, low, high):
     """[B] floats in [low, high) from 24 random bits each, so XLA and eager draw the same values."""
-    bits = tf.random.stateless_uniform([batch_size], seed, minval=0, maxval=1 << 24, dtype=tf.int32, alg=_RNG)
-    return low + (high - low) * (tf.cast(bits, tf.float32) * 2.0**-24)
+    return low + (high - low) * stateless_uniform([batch_size], seed)
 
 
 def _uniform_ints(seed, batch_size, ranges):
     """[B, len(ranges)] integers, column k uniform in ranges[k] = (low, high), both ends included."""
     columns = [
         tf.random.stateless_uniform(
-            [batch_size], _fold(seed, k), minval=low, maxval=high + 1, dtype=tf.int32, alg=_RNG
+            [batch_size], _fold(seed, k), minval=low, maxval=high + 1, dtype=tf.int32, alg=RNG
         )
         for k, (low, high) in enumerate(ranges)
     ]
@@ -188,12 +195,13 @@ def draw_augment_params(seed, batch_size, height, width, policy=DEFAULT_POLICY, 
     names = [name for op in _POLICY_OPS if op in ops for name in _POLICY_OPS[op]]
     seeds = {name: _fold(seed, _ORDER.index(name)) for name in names}
     shift_h, shift_w = max_translation(height, width)
+    center_h, center_w = cutout_center_range(height, width)
     draw = {
         "brightness": lambda s: _uniform(s, batch_size, -0.5, 0.5),
         "saturation": lambda s: _uniform(s, batch_size, 0.0, 2.0),
         "contrast": lambda s: _uniform(s, batch_size, 0.5, 1.5),
         "translation": lambda s: _uniform_ints(s, batch_size, [(-shift_h, shift_h), (-shift_w, shift_w)]),
-        "cutout_center": lambda s: _uniform_ints(s, batch_size, [(0, height - 1), (0, width - 1)]),
+        "cutout_center": lambda s: _uniform_ints(s, batch_size, [(0, center_h), (0, center_w)]),
         "flip": lambda s: _uniform(s, batch_size, 0.0, 1.0) < flip_probability,
     }
     return {name: draw[name](seeds[name]) for name in _ORDER if name in seeds}

@@ -1,13 +1,42 @@
 """Stateless randomness: every random draw inside a step is keyed by values such as (seed, step, index), so a
-run replays bit-identically after a resume (DESIGN.md). Philox is pinned: the default algorithm draws
-differently under XLA than eagerly."""
+run replays bit-identically after a resume (DESIGN.md).
+
+Each key starts from a domain tag, so the input pipeline's draws ("data": (seed, start step, element)) and the
+training step's ("step": (seed, step, stream)) never share a key, even where their values coincide.
+
+Draws inside XLA-compiled code must equal the same draws outside it (a run with and without jit_compile, the
+whole-step reference test). Two TensorFlow defaults break that: the "auto_select" algorithm (pinned to Philox
+here) and the conversion of random bits to floats, which XLA does differently from the TF kernels (for the same
+key tf.random.stateless_normal draws other numbers under XLA). So floats are built here from 24 random integer
+bits, which both draw alike.
+"""
+
+import math
 
 import tensorflow as tf
 
+DOMAINS = {"step": 1, "data": 2}
+RNG = "philox"
 
-def stateless_seed(*values):
-    """A [2] int64 seed for tf.random.stateless_*: (0, 0) with each value folded in, in order."""
+
+def stateless_seed(domain, *values):
+    """A [2] int64 seed for tf.random.stateless_*: (0, 0) with the domain's tag, then each value, folded in."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown seed domain {domain!r}; known: {', '.join(DOMAINS)}")
     key = tf.constant([0, 0], tf.int64)
-    for value in values:
-        key = tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int64), alg="philox")
+    for value in (DOMAINS[domain], *values):
+        key = tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int64), alg=RNG)
     return key
+
+
+def stateless_uniform(shape, seed):
+    """Floats in [0, 1) on a grid of 2^-24, the same with and without XLA."""
+    bits = tf.random.stateless_uniform(shape, seed, minval=0, maxval=1 << 24, dtype=tf.int32, alg=RNG)
+    return tf.cast(bits, tf.float32) * 2.0**-24
+
+
+def stateless_normal(shape, seed):
+    """Standard normal floats by Box-Muller from two 24-bit uniforms: the same numbers with and without XLA, up to
+    the last bits of log and cos (|values| < 5.9)."""
+    u = stateless_uniform([2, *shape], seed) + 2.0**-25  # (0, 1): log(0) cannot happen
+    return tf.sqrt(-2.0 * tf.math.log(u[0])) * tf.cos(2.0 * math.pi * u[1])

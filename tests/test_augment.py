@@ -70,7 +70,7 @@ def test_jit_compiled_draws_the_same_parameters_and_images_as_eager():
 
 
 def test_draws_stay_in_their_ranges_and_reach_both_ends():
-    height, width = 32, 24  # s = 4 rows, 3 columns; cutout centers over 32 x 24
+    height, width = 32, 24  # s = 4 rows, 3 columns; cutout sides 16 x 12, even: centers in [0, 32] x [0, 24]
     drawn = draw_augment_params([5, 6], 512, height, width, ALL_OPS)
     params = {name: value.numpy() for name, value in drawn.items()}
     for name, low, high in [("brightness", -0.5, 0.5), ("saturation", 0.0, 2.0), ("contrast", 0.5, 1.5)]:
@@ -78,12 +78,22 @@ def test_draws_stay_in_their_ranges_and_reach_both_ends():
         assert value.shape == (512,) and value.dtype == np.float32, name
         margin = 0.1 * (high - low)  # e.g. brightness reaches below -0.4 and above 0.4
         assert low <= value.min() < low + margin and high - margin < value.max() < high, name
-    for name, low, high in [("translation", (-4, -3), (4, 3)), ("cutout_center", (0, 0), (height - 1, width - 1))]:
+    for name, low, high in [("translation", (-4, -3), (4, 3)), ("cutout_center", (0, 0), (height, width))]:
         value = params[name]
         assert value.shape == (512, 2) and value.dtype == np.int32, name
         np.testing.assert_array_equal(value.min(axis=0), low, err_msg=name)
         np.testing.assert_array_equal(value.max(axis=0), high, err_msg=name)
     assert params["flip"].dtype == bool and 0.4 < params["flip"].mean() < 0.6
+
+
+def test_cutout_centers_reach_one_past_the_edge_only_for_even_sides():
+    """The official draw: uniform in [0, size + 1 - side % 2) for each axis."""
+    for height, width in [(32, 24), (10, 14), (6, 7)]:  # sides (16, 12), (5, 7), (3, 4)
+        center = draw_augment_params([0, 2], 2048, height, width, "cutout")["cutout_center"].numpy()
+        sides = augment.cutout_size(height, width)
+        np.testing.assert_array_equal(center.min(axis=0), [0, 0])
+        np.testing.assert_array_equal(center.max(axis=0), [height + 1 - sides[0] % 2 - 1, width + 1 - sides[1] % 2 - 1])
+    assert augment.cutout_center_range(10, 14) == (9, 13) and augment.cutout_center_range(6, 7) == (5, 7)
 
 
 def test_translation_range_is_a_rounded_eighth_of_each_side():

@@ -46,24 +46,34 @@ def test_pairs_by_path_and_rejects_a_different_model():
         ExponentialMovingAverage(model, get_generator("hit_tiny_32", name="other", cross_attention=False))
 
 
-def test_update_in_cross_replica_context_inside_a_tf_range_loop_under_mirrored_strategy():
+def test_update_in_each_replica_xla_compiled_inside_a_tf_range_loop_under_mirrored_strategy():
+    """Where GANTask runs it: in the replica step, jit-compiled. Each replica writes its own copy (no merge_call,
+    the official code's crash); the copies stay identical."""
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         model = get_generator("hit_tiny_32", num_layers=(1, 1, 1))
         ema_model = get_generator("hit_tiny_32", num_layers=(1, 1, 1), name="ema_generator")
         step = tf.Variable(0, dtype=tf.int64)
     ema = ExponentialMovingAverage(model, ema_model, decay=0.5, start_step=1)
+    update = tf.function(ema.update, jit_compile=True)
+    weight = model.trainable_variables[0]
+
+    def replica_step(step):
+        weight.assign_add(tf.ones_like(weight))  # a Keras variable: each replica updates its own copy
+        update(step)
+        assert not tf.distribute.in_cross_replica_context()
 
     @tf.function
     def loop(n):
         for _ in tf.range(n):
-            strategy.run(lambda: model.trainable_variables[0].assign_add(tf.ones_like(model.trainable_variables[0])))
             step.assign_add(1)
-            ema.update(step)  # cross-replica context, the official code's merge_call crash does not happen
+            strategy.run(replica_step, args=(step.value(),))
 
     loop(tf.constant(3))
-    w = model.trainable_variables[0].numpy()
-    start = w - 3  # the value before the loop
+    start = weight.numpy() - 3  # the value before the loop
     # step 1: copy (start + 1); step 2: mean of it and start + 2; step 3: mean of that and start + 3.
-    np.testing.assert_allclose(ema_model.trainable_variables[0].numpy(), ((start + 1 + start + 2) / 2 + start + 3) / 2,
-                               rtol=1e-5, atol=1e-5)
+    expected = ((start + 1 + start + 2) / 2 + start + 3) / 2
+    for copy in ema_model.trainable_variables[0].value.values:
+        np.testing.assert_allclose(copy.numpy(), expected, rtol=1e-5, atol=1e-5)
+    copies = [v.numpy() for v in ema_model.variables[5].value.values]
+    np.testing.assert_array_equal(copies[0], copies[1])

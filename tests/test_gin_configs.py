@@ -17,6 +17,7 @@ PAPER_RUNS = {
     "ffhq_256_hit_b.gin": ("hit_b_256", "stylegan_d_256", 5e-5, 10.0, 256, 500_000, "ffhq", 256),
     "ffhq_256_hit_l.gin": ("hit_l_256", "stylegan_d_256", 5e-5, 10.0, 256, 500_000, "ffhq", 256),
     "celebahq_256_hit_b.gin": ("hit_b_256", "stylegan_d_256", 5e-5, 10.0, 256, 250_000, "celeb_a_hq", 256),
+    "celebahq_256_hit_b_500k.gin": ("hit_b_256", "stylegan_d_256", 5e-5, 10.0, 256, 500_000, "celeb_a_hq", 256),
     "ffhq_1024_hit_b.gin": ("hit_b_1024", "stylegan_d_1024", 1e-4, 0.0, 32, 500_000, "ffhq", 1024),
     "celebahq_1024_hit_b.gin": ("hit_b_1024", "stylegan_d_1024", 1e-4, 0.0, 32, 500_000, "celeb_a_hq", 1024),
 }
@@ -55,3 +56,4 @@ def test_paper_hyperparameters(name):
     assert q("hit.tasks.GANTask.loss_type") == "non_saturating" and q("hit.tasks.GANTask.update") == "simultaneous"
     assert (q("hit.tasks.GANTask.ema_decay"), q("hit.tasks.GANTask.ema_start_step")) == (0.999, 10)
     assert q("hit.train.Trainer.steps_per_loop") == 200
+    assert q("hit.tasks.GANTask.bn_group_size") == 8  # the official 8 images per TPU core, on any machine

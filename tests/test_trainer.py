@@ -159,6 +159,13 @@ def test_bad_task_and_trainer_settings_are_one_line_errors(tmp_path):
         GANTask(**TINY, augment_policy="color,rotate")
     with pytest.raises(ValueError, match="Trainer.train_steps must be positive"):
         make_trainer(tmp_path, train_steps=0)
+    with pytest.raises(ValueError, match=r"bad BatchNorm group size: 0 \(a positive integer or None\)"):
+        GANTask(**TINY, bn_group_size=0)
+    _, trainer = make_trainer(tmp_path / "groups", task_kwargs=dict(bn_group_size=8))
+    with pytest.raises(ValueError, match=r"^GANTask.bn_group_size 8 does not divide the per-replica batch 4 "
+                                         r"\(global 4 over 1 replica\); choose a divisor, e.g. "
+                                         r"--gin_param='GANTask.bn_group_size = 4'$"):
+        trainer.train()
     task, trainer = make_trainer(tmp_path, global_batch_size=3,
                                  strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
     with pytest.raises(ValueError, match="global batch 3 does not split over 2 replicas"):

@@ -142,7 +142,7 @@ class DataSource:
             if self.name == "folder":
                 dataset = dataset.map(lambda i, x: (i, _decode_folder_image(x)), num_parallel_calls=tf.data.AUTOTUNE)
                 dataset = dataset.filter(lambda i, x: x["ok"])
-            dataset = dataset.map(lambda i, x: self._prepare(x, True, stateless_seed(seed, start_step, i)),
+            dataset = dataset.map(lambda i, x: self._prepare(x, True, stateless_seed("data", seed, start_step, i)),
                                   num_parallel_calls=tf.data.AUTOTUNE)
         dataset = dataset.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
         options = tf.data.Options()

@@ -3,7 +3,7 @@
 import keras
 
 from hit.layers.initializers import trunc_normal
-from hit.layers.normalization import make_norm
+from hit.layers.normalization import Norm
 
 
 class PositionEmbedding(keras.layers.Layer):
@@ -42,14 +42,13 @@ class LatentEmbedding(keras.layers.Layer):
     The tokens are computed once and shared unchanged by all stages.
     """
 
-    def __init__(self, num_tokens, channels, norm_type="batch", **kwargs):
+    def __init__(self, num_tokens, channels, norm=Norm(), **kwargs):
         super().__init__(**kwargs)
         self.num_tokens = num_tokens
         self.channels = channels
-        self.norm_type = norm_type
         self.dense = keras.layers.Dense(num_tokens * channels, kernel_initializer=trunc_normal(), name="dense")
         self.position = PositionEmbedding(name="position")
-        self.norm = make_norm(norm_type, name="norm")
+        self.norm = norm.make("norm")
 
     def call(self, z, training=None):
         tokens = keras.ops.reshape(self.dense(z), (-1, self.num_tokens, self.channels))
@@ -60,5 +59,4 @@ class LatentEmbedding(keras.layers.Layer):
             **super().get_config(),
             "num_tokens": self.num_tokens,
             "channels": self.channels,
-            "norm_type": self.norm_type,
         }

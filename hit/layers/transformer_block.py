@@ -10,19 +10,20 @@ import keras
 
 from hit.layers.attention import CrossAttention
 from hit.layers.mlp import MLP
-from hit.layers.normalization import make_norm
+from hit.layers.normalization import Norm
 
 
 class TransformerBlock(keras.layers.Layer):
-    """attention: None (MLP only, the high-resolution stages), a MultiAxisAttention or a CrossAttention."""
+    """attention: None (MLP only, the high-resolution stages), a MultiAxisAttention or a CrossAttention;
+    norm: a hit.layers.normalization.Norm (BatchNorm by default)."""
 
-    def __init__(self, channels, attention=None, norm_type="batch", mlp_ratio=4, **kwargs):
+    def __init__(self, channels, attention=None, norm=Norm(), mlp_ratio=4, **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
         self.attention = attention
         if attention is not None:
-            self.attention_norm = make_norm(norm_type, name="attention_norm")
-        self.mlp_norm = make_norm(norm_type, name="mlp_norm")
+            self.attention_norm = norm.make("attention_norm")
+        self.mlp_norm = norm.make("mlp_norm")
         self.mlp = MLP(channels, ratio=mlp_ratio, name="mlp")
 
     def call(self, x, tokens=None, training=None):

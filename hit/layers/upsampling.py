@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from hit.layers.initializers import trunc_normal
-from hit.layers.normalization import make_norm
+from hit.layers.normalization import Norm
 
 
 class PixelShuffle(keras.layers.Layer):
@@ -37,10 +37,10 @@ class SkipToRGB(keras.layers.Layer):
     step 8).
     """
 
-    def __init__(self, output_channels=3, norm_type="batch", **kwargs):
+    def __init__(self, output_channels=3, norm=Norm(), **kwargs):
         super().__init__(**kwargs)
         self.output_channels = output_channels
-        self.norm = make_norm(norm_type, name="norm")
+        self.norm = norm.make("norm")
         self.dense = keras.layers.Dense(output_channels, kernel_initializer=trunc_normal(), name="dense")
 
     def call(self, x, image=None, training=None):

@@ -20,7 +20,7 @@ import tensorflow as tf
 from hit.layers.attention import ATTENTION_TYPES, CrossAttention, MultiAxisAttention, self_attention_layout
 from hit.layers.blocking import block_images, unblock_images
 from hit.layers.embeddings import InitialFeatureMap, LatentEmbedding, PositionEmbedding
-from hit.layers.normalization import NORM_TYPES
+from hit.layers.normalization import Norm
 from hit.layers.transformer_block import TransformerBlock
 from hit.layers.upsampling import PixelShuffle, SkipToRGB
 
@@ -32,7 +32,7 @@ class HiTStage(keras.layers.Layer):
 
     def __init__(self, resolution, channels, num_heads, num_layers, block_size, next_channels,
                  attention_type="multi_axis", self_attention=True, cross_attention=True,
-                 multi_query=True, norm_type="batch", output_channels=3, **kwargs):
+                 multi_query=True, norm=Norm(), output_channels=3, **kwargs):
         super().__init__(**kwargs)
         self.resolution = resolution
         self.block_size = block_size
@@ -43,15 +43,15 @@ class HiTStage(keras.layers.Layer):
 
         self.position = PositionEmbedding(name="position")
         cross = CrossAttention(channels, num_heads, multi_query, name="cross_attention") if cross_attention else None
-        self.cross_block = TransformerBlock(channels, cross, norm_type, name="cross_block")
+        self.cross_block = TransformerBlock(channels, cross, norm, name="cross_block")
         self.blocks = []
         for i in range(num_layers):
             attention = None
             if self_attention:
                 head_axes = self_attention_layout(attention_type, i)[1]
                 attention = MultiAxisAttention(channels, num_heads, head_axes, multi_query, name="self_attention")
-            self.blocks.append(TransformerBlock(channels, attention, norm_type, name=f"block_{i}"))
-        self.to_rgb = SkipToRGB(output_channels, norm_type, name="to_rgb") if high_resolution else None
+            self.blocks.append(TransformerBlock(channels, attention, norm, name=f"block_{i}"))
+        self.to_rgb = SkipToRGB(output_channels, norm, name="to_rgb") if high_resolution else None
         self.upsample = PixelShuffle(channels, next_channels, name="pixel_shuffle") if next_channels else None
 
     def call(self, x, tokens, image=None, training=None):
@@ -71,8 +71,9 @@ class HiTStage(keras.layers.Layer):
 
 
 def validate_config(output_size, latent_dim, channels, num_heads, num_layers, block_sizes,
-                    attention_type, num_attention_stages, norm_type, latent_token_channels):
-    """One-line ValueErrors for every configuration that cannot build (checked before any weight exists)."""
+                    attention_type, num_attention_stages, latent_token_channels):
+    """One-line ValueErrors for every configuration that cannot build (checked before any weight exists;
+    the norm options are checked by hit.layers.normalization.Norm)."""
     lengths = {len(channels), len(num_heads), len(num_layers), len(block_sizes)}
     if len(lengths) != 1:
         raise ValueError(
@@ -90,8 +91,6 @@ def validate_config(output_size, latent_dim, channels, num_heads, num_layers, bl
         raise ValueError(f"latent sizes must be positive, got latent_dim={latent_dim}")
     if attention_type not in ATTENTION_TYPES:
         raise ValueError(f"unknown attention_type {attention_type!r}; expected one of {ATTENTION_TYPES}")
-    if norm_type not in NORM_TYPES:
-        raise ValueError(f"unknown norm_type {norm_type!r}; expected one of {NORM_TYPES}")
     if block_sizes[-1] is not None:
         raise ValueError("the last stage must be a high-resolution stage (block size None) to emit RGB")
     num_low = sum(b is not None for b in block_sizes)
@@ -122,29 +121,34 @@ class HiTGenerator(keras.Model):
     attention_type (see hit.layers.attention.self_attention_layout), num_attention_stages (self-attention
     in the first a low-resolution stages only, Table 6 "[a, b]"), norm_type ("batch" / "layer"),
     multi_query (MQA / MHA), cross_attention (off keeps each cross block's MLP, so depth is unchanged).
+    BatchNorm as the official TPU runs (hit.layers.normalization): bn_group_size (statistics over fixed groups
+    of that many samples; None: each replica's whole batch) and bn_unbiased_moving_variance (Keras 2's).
     """
 
     def __init__(self, output_size, latent_dim, channels, num_heads, num_layers, block_sizes,
                  num_latent_tokens=16, latent_token_channels=None, attention_type="multi_axis",
                  num_attention_stages=None, cross_attention=True, multi_query=True, norm_type="batch",
-                 output_channels=3, name="hit_generator", **kwargs):
+                 bn_group_size=None, bn_unbiased_moving_variance=True, output_channels=3, name="hit_generator",
+                 **kwargs):
         channels, num_heads, num_layers, block_sizes = map(tuple, (channels, num_heads, num_layers, block_sizes))
         validate_config(output_size, latent_dim, channels, num_heads, num_layers, block_sizes,
-                        attention_type, num_attention_stages, norm_type, latent_token_channels)
+                        attention_type, num_attention_stages, latent_token_channels)
+        norm = Norm(norm_type, bn_group_size, bn_unbiased_moving_variance)
         super().__init__(name=name, **kwargs)
         self._config = dict(
             output_size=output_size, latent_dim=latent_dim, channels=channels, num_heads=num_heads,
             num_layers=num_layers, block_sizes=block_sizes, num_latent_tokens=num_latent_tokens,
             latent_token_channels=latent_token_channels, attention_type=attention_type,
             num_attention_stages=num_attention_stages, cross_attention=cross_attention,
-            multi_query=multi_query, norm_type=norm_type, output_channels=output_channels,
+            multi_query=multi_query, norm_type=norm_type, bn_group_size=bn_group_size,
+            bn_unbiased_moving_variance=bn_unbiased_moving_variance, output_channels=output_channels,
         )
         self.latent_dim = latent_dim
         self.initial = InitialFeatureMap(channels[0], INITIAL_SIZE, name="initial")
         self.latent_embedding = None
         if cross_attention:
             self.latent_embedding = LatentEmbedding(
-                num_latent_tokens, latent_token_channels or channels[0], norm_type, name="latent_embedding"
+                num_latent_tokens, latent_token_channels or channels[0], norm, name="latent_embedding"
             )
         num_low = sum(b is not None for b in block_sizes)
         attention_stages = num_low if num_attention_stages is None else num_attention_stages
@@ -155,7 +159,7 @@ class HiTGenerator(keras.Model):
                 num_layers=num_layers[i], block_size=block_sizes[i],
                 next_channels=channels[i + 1] if i + 1 < len(channels) else None,
                 attention_type=attention_type, self_attention=i < attention_stages,
-                cross_attention=cross_attention, multi_query=multi_query, norm_type=norm_type,
+                cross_attention=cross_attention, multi_query=multi_query, norm=norm,
                 output_channels=output_channels, name=f"stage_{i}",
             ))
 

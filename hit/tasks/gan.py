@@ -5,10 +5,16 @@ Adam(beta1=0, beta2=0.99). By default G and D are updated simultaneously from on
 official code does (G's gradient uses the pre-update D); `update="alternating"` updates D first, then G
 against the updated D.
 
-Randomness is stateless and keyed by (seed, step) over the *global* batch; each replica takes its rows.
-So a run is reproducible across resumes and, up to BatchNorm's per-replica statistics, independent of the
-number of replicas.
+Everything the official step does on a TPU core happens in the replica step (`train_step`, inside
+`strategy.run`): gradients, both updates, the BatchNorm statistics' replica mean and the EMA generator. Nothing
+per step runs in cross-replica code, which on a TPU would be the host.
+
+Randomness is stateless and keyed by (seed, step) over the *global* batch; each replica takes its rows. With
+`bn_group_size` (BatchNorm statistics over fixed groups of samples, as the official 8 images per TPU core) a run
+is therefore the same on any number of replicas that the groups tile, and reproducible across resumes.
 """
+
+import math
 
 import gin
 import keras
@@ -16,7 +22,7 @@ import tensorflow as tf
 
 from hit import augment, losses, penalties
 from hit.ema import ExponentialMovingAverage
-from hit.seeds import stateless_seed
+from hit.seeds import stateless_normal, stateless_seed
 from hit.models import get_discriminator, get_generator
 
 UPDATE_SCHEMES = ("simultaneous", "alternating")
@@ -24,7 +30,11 @@ UPDATE_SCHEMES = ("simultaneous", "alternating")
 
 @gin.configurable(module="hit.tasks")
 class GANTask:
-    """Unconditional HiT GAN. The trainer calls build, train_step (per replica), after_step (cross-replica)."""
+    """Unconditional HiT GAN. The trainer calls build, then train_step in every replica.
+
+    bn_group_size: the generator's BatchNorm statistics come from fixed groups of this many samples of each
+    replica's batch (the paper gins: 8, the official per-core batch); None: each replica's whole batch.
+    """
 
     metric_names = ("d_loss", "g_loss", "r1_penalty", "bcr_loss", "d_total_loss", "real_logits", "fake_logits")
 
@@ -33,18 +43,21 @@ class GANTask:
                  generator_lr=1e-4, discriminator_lr=1e-4, beta1=0.0, beta2=0.99, adam_epsilon=1e-7,
                  loss_type="non_saturating", r1_weight=10.0, r1_interval=1,
                  bcr_weight=0.0, augment_policy="color,translation,cutout",
-                 update="simultaneous", ema_decay=0.999, ema_start_step=10):
+                 update="simultaneous", ema_decay=0.999, ema_start_step=10, bn_group_size=None):
         if update not in UPDATE_SCHEMES:
             raise ValueError(f"unknown update scheme {update!r}; expected one of {UPDATE_SCHEMES}")
         if r1_interval < 1:
             raise ValueError(f"r1_interval must be >= 1, got {r1_interval}")
         # Validate everything now (no weights are created), so a bad config fails before training starts.
         losses.discriminator_loss(tf.zeros([1]), tf.zeros([1]), loss_type)
-        get_generator(generator_preset, build=False, **(generator_overrides or {}))
+        self.generator_overrides = dict(generator_overrides or {})
+        if bn_group_size is not None:
+            self.generator_overrides["bn_group_size"] = bn_group_size
+        self.bn_group_size = self.generator_overrides.get("bn_group_size")
+        get_generator(generator_preset, build=False, **self.generator_overrides)
         get_discriminator(discriminator_preset, build=False, **(discriminator_overrides or {}))
         augment.draw_augment_params(tf.constant([0, 0], tf.int64), 1, 8, 8, augment_policy)
         self.generator_preset, self.discriminator_preset = generator_preset, discriminator_preset
-        self.generator_overrides = dict(generator_overrides or {})
         self.discriminator_overrides = dict(discriminator_overrides or {})
         self.generator_lr, self.discriminator_lr = generator_lr, discriminator_lr
         self.beta1, self.beta2, self.adam_epsilon = beta1, beta2, adam_epsilon
@@ -64,6 +77,13 @@ class GANTask:
         if global_batch_size % self.num_replicas:
             raise ValueError(f"global batch {global_batch_size} does not split over {self.num_replicas} replicas")
         self.per_replica_batch = global_batch_size // self.num_replicas
+        if self.bn_group_size and self.per_replica_batch % self.bn_group_size:
+            raise ValueError(
+                f"GANTask.bn_group_size {self.bn_group_size} does not divide the per-replica batch "
+                f"{self.per_replica_batch} (global {global_batch_size} over {self.num_replicas} replica"
+                f"{'s' if self.num_replicas > 1 else ''}); "
+                "choose a divisor, e.g. --gin_param='GANTask.bn_group_size = "
+                f"{math.gcd(self.bn_group_size, self.per_replica_batch)}'")
         self.seed = seed
         with strategy.scope():
             self.generator = get_generator(self.generator_preset, **self.generator_overrides)
@@ -82,6 +102,7 @@ class GANTask:
         self._simultaneous_gradients = compile_(self._simultaneous_gradients_fn)
         self._discriminator_gradients = compile_(self._discriminator_gradients_fn)
         self._generator_gradients = compile_(self._generator_gradients_fn)
+        self._update_ema = compile_(self.ema.update)
 
     def checkpoint_items(self):
         return {
@@ -108,15 +129,15 @@ class GANTask:
                         [self.per_replica_batch, *tensor.shape[1:]])
 
     def _latents(self, step, replica_id):
-        z = tf.random.stateless_normal([self.global_batch_size, self.latent_dim],
-                                       seed=stateless_seed(self.seed, step, 0), alg="philox")
+        z = stateless_normal([self.global_batch_size, self.latent_dim], stateless_seed("step", self.seed, step, 0))
         return self._replica_rows(z, replica_id)
 
     def _augment_fn(self, step, replica_id):
         """T(.) on [reals; fakes] of this replica, with per-sample draws made for the global batch."""
         def draw(stream):
-            params = augment.draw_augment_params(stateless_seed(self.seed, step, stream), self.global_batch_size,
-                                                 self.resolution, self.resolution, self.augment_policy)
+            params = augment.draw_augment_params(stateless_seed("step", self.seed, step, stream),
+                                                 self.global_batch_size, self.resolution, self.resolution,
+                                                 self.augment_policy)
             return augment.slice_params(params, replica_id * self.per_replica_batch, self.per_replica_batch)
 
         real, fake = draw(1), draw(2)
@@ -182,16 +203,30 @@ class GANTask:
             g_grads, d_grads, metrics = self._simultaneous_gradients(real_images, step, replica_id)
             self.generator_optimizer.apply_gradients(zip(g_grads, g_vars))
             self.discriminator_optimizer.apply_gradients(zip(d_grads, d_vars))
-            return metrics
-        d_grads, metrics = self._discriminator_gradients(real_images, step, replica_id)
-        self.discriminator_optimizer.apply_gradients(zip(d_grads, d_vars))
-        g_grads, g_loss = self._generator_gradients(step, replica_id)
-        self.generator_optimizer.apply_gradients(zip(g_grads, g_vars))
-        return {**metrics, "g_loss": g_loss}
+        else:
+            d_grads, metrics = self._discriminator_gradients(real_images, step, replica_id)
+            self.discriminator_optimizer.apply_gradients(zip(d_grads, d_vars))
+            g_grads, g_loss = self._generator_gradients(step, replica_id)
+            self.generator_optimizer.apply_gradients(zip(g_grads, g_vars))
+            metrics = {**metrics, "g_loss": g_loss}
+        self._average_replica_statistics()
+        # Every replica updates its own copy of the EMA generator from identical values (facts 2.7).
+        self._update_ema(step + 1)
+        return metrics
 
-    def after_step(self):
-        """Cross-replica work after each step: the EMA generator (facts 2.7)."""
-        self.ema.update(self.global_step)
+    def _average_replica_statistics(self):
+        """Each replica's BatchNorm statistics <- their mean over replicas.
+
+        Keras 3 moves each replica's copy on its own batch; the official Keras 2 variables were read as the
+        replica MEAN, by the EMA and by checkpoints. Averaging after every step gives those same values (the
+        moving averages are linear), and keeps every replica's EMA generator identical."""
+        statistics = self.generator.non_trainable_variables
+        if self.num_replicas == 1 or not statistics:
+            return
+        means = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN,
+                                                              [v.value for v in statistics])
+        for variable, mean in zip(statistics, means):
+            variable.assign(mean)
 
     # ---- sampling and evaluation --------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """The training loop, generic over tasks (DESIGN.md: "the trainer never knows what a GAN is").
 
 A task provides: build(strategy, global_batch_size, seed, jit_compile), checkpoint_items(), global_step,
-metric_names, learning_rates(), train_step(batch, step, replica_id) (per replica), after_step()
-(cross-replica, e.g. EMA) and sample_images(num).
+metric_names, learning_rates(), train_step(batch, step, replica_id) and sample_images(num). train_step runs in
+every replica (inside strategy.run) and does the whole step, EMA included; each replica adds its metrics to its
+own sums, which are reduced over replicas once per host call. So per step nothing runs in cross-replica code,
+which on a TPU is the host.
 
 Each host call runs up to `steps_per_loop` steps inside one tf.function (facts 5.1: 200 by default); chunks
 end on log / checkpoint / sample boundaries so those happen at exact steps. Checkpoints are written atomically
@@ -81,6 +83,11 @@ class Trainer:
         self.checkpoint = make_checkpoint({**items, **({"data_iterator": self.iterator} if iterator_saved else {})})
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.model_dir, self.keep_checkpoints)
         self.writer = tf.summary.create_file_writer(self.model_dir)
+        with self.strategy.scope():  # one sum per replica, read as the mean over replicas
+            self._metric_sums = {name: tf.Variable(0.0, trainable=False, name=f"sum_{name}",
+                                                   synchronization=tf.VariableSynchronization.ON_READ,
+                                                   aggregation=tf.VariableAggregation.MEAN)
+                                 for name in self.task.metric_names}
         self._train_loop = tf.function(self._train_loop_fn)
 
     def _make_iterator(self, start_step):
@@ -112,21 +119,21 @@ class Trainer:
                 return by_step(), True
         return iterator, True
 
-    def _replica_step(self, batch, step):
+    def _replica_step(self, batch):
+        step = tf.identity(self.task.global_step.value)  # this replica's copy: the step this update makes, from 0
         replica_id = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
-        return self.task.train_step(batch, step, replica_id)
+        metrics = self.task.train_step(batch, step, replica_id)
+        for name, total in self._metric_sums.items():
+            total.assign_add(metrics[name])
 
     def _train_loop_fn(self, iterator, num_steps):
-        """num_steps steps in one host call; returns each metric's mean over them."""
-        totals = {name: tf.constant(0.0) for name in self.task.metric_names}
+        """num_steps steps in one host call; returns each metric's mean over them and over replicas."""
+        for total in self._metric_sums.values():
+            total.assign(0.0)
         for _ in tf.range(num_steps):
-            step = tf.identity(self.task.global_step.value)  # the step this update makes, counted from 0
-            per_replica = self.strategy.run(self._replica_step, args=(next(iterator), step))
-            self.task.after_step()
-            totals = {name: totals[name] + self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica[name],
-                                                                  axis=None)
-                      for name in totals}
-        return {name: total / tf.cast(num_steps, tf.float32) for name, total in totals.items()}
+            self.strategy.run(self._replica_step, args=(next(iterator),))
+        return {name: total.read_value() / tf.cast(num_steps, tf.float32)
+                for name, total in self._metric_sums.items()}
 
     # ---- the loop -----------------------------------------------------------------------------------
 
