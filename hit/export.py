@@ -1,4 +1,4 @@
-"""SavedModel export of a generator for TF Serving (the official code has none).
+"""SavedModel export of a generator, or a VQ-HiT autoencoder, for TF Serving (the official code has none).
 
 <export_dir>/<version>/ (the layout TF Serving watches) is written by Keras 3's ExportArchive: a plain
 tf.saved_model.save of a tf.Module restores Keras 3 variables under names TF1-style loaders (TF Serving's C++
@@ -12,6 +12,14 @@ knows it. The signatures declare z's width, so `saved_model_cli show` lists it a
 signature get TensorFlow's own rejection naming the expected shape (None, latent_dim); runners that feed tensors
 without checking them against the signature (TF Serving's C++ session) meet a check inside the graph instead,
 "z must have shape [batch, latent_dim]". A wrong dtype is rejected against the signature everywhere.
+
+A VQ-HiT autoencoder (hit.models.VQHiT, resolution R, C channels, a g x g grid of K codes) exports instead:
+    serving_default, reconstruct  images uint8 [batch, R, R, C] -> images uint8 [batch, R, R, C], codes int32
+    encode                        images uint8 [batch, R, R, C] -> codes  int32 [batch, g, g]
+    decode                        codes  int32 [batch, g, g]    -> images uint8 [batch, R, R, C]
+Images enter as x / 127.5 - 1 and leave as to_uint8(clip(decode(codes), -1, 1)); reconstruct is decode(encode),
+so it equals the other two. Inside the graph: "images must have shape [batch, R, R, C]", "codes must have shape
+[batch, g, g]" and, from the model's decode, "codes must be in [0, K)".
 """
 
 import os
@@ -22,6 +30,7 @@ import tensorflow as tf
 from hit.images import to_uint8
 
 SIGNATURES = ("serving_default", "generate", "generate_float")
+AUTOENCODER_SIGNATURES = ("serving_default", "reconstruct", "encode", "decode")
 
 
 def latent_for_seeds(seeds, latent_dim):
@@ -93,20 +102,73 @@ def capturing_named(function, variables):
     return call
 
 
-def export_generator(generator, export_dir, version, conditional=False):
-    """Write the SavedModel to <export_dir>/<version>/ atomically (a temporary directory, then a rename)."""
+def _write(model, endpoints, export_dir, version):
+    """Write `model`'s endpoints (name -> (function, input signature)) to <export_dir>/<version>/ atomically (a
+    temporary directory, then a rename)."""
     if int(version) < 0:
         raise ValueError(f"the export version must be a non-negative integer, got {version}")
     target = os.path.join(export_dir, str(int(version)))
     if tf.io.gfile.exists(target):
         raise ValueError(f"{target} already exists; choose another --version (TF Serving serves the highest)")
     archive = keras.export.ExportArchive()
-    archive.track(generator)
-    for name, (function, inputs) in GeneratorSignatures(generator, conditional).endpoints().items():
-        archive.add_endpoint(name, capturing_named(function, generator.variables), input_signature=inputs)
+    archive.track(model)
+    for name, (function, inputs) in endpoints.items():
+        archive.add_endpoint(name, capturing_named(function, model.variables), input_signature=inputs)
     temporary = os.path.join(export_dir, f".tmp-{int(version)}")  # TF Serving ignores non-numeric names
     if tf.io.gfile.exists(temporary):
         tf.io.gfile.rmtree(temporary)
     archive.write_out(temporary, verbose=False)
     tf.io.gfile.rename(temporary, target)
     return target
+
+
+def export_generator(generator, export_dir, version, conditional=False):
+    """Write the generator's SavedModel to <export_dir>/<version>/ atomically; returns that directory."""
+    return _write(generator, GeneratorSignatures(generator, conditional).endpoints(), export_dir, version)
+
+
+class AutoencoderSignatures:
+    """The endpoints of a VQ-HiT autoencoder (hit.models.VQHiT): AUTOENCODER_SIGNATURES in the module docstring."""
+
+    def __init__(self, model):
+        self.model = model
+        r, c, g = model.resolution, model.image_channels, model.grid_size
+        self.image_shape, self.code_shape = [r, r, c], [g, g]
+        self.images_spec = tf.TensorSpec([None, r, r, c], tf.uint8, name="images")
+        self.codes_spec = tf.TensorSpec([None, g, g], tf.int32, name="codes")
+
+    @staticmethod
+    def _checked(x, shape, message):
+        """x with shape [batch, *shape], checked when the graph runs (feeds unchecked against the signature). One
+        condition, whatever x's rank: padded to len(shape), dims of another rank cannot fail to compare first."""
+        dims = tf.concat([tf.shape(x)[1:], tf.zeros([len(shape)], tf.int32)], 0)[:len(shape)]
+        ok = tf.logical_and(tf.equal(tf.rank(x), len(shape) + 1), tf.reduce_all(tf.equal(dims, shape)))
+        with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
+            return tf.ensure_shape(tf.identity(x), [None, *shape])
+
+    def _codes(self, images):
+        message = f"images must have shape [batch, {', '.join(map(str, self.image_shape))}]"
+        images = self._checked(images, self.image_shape, message)
+        return self.model.encode(tf.cast(images, tf.float32) / 127.5 - 1.0)
+
+    def _images(self, codes):
+        """uint8 clip(decode(codes)); decode checks the values: "codes must be in [0, K)" when the graph runs."""
+        message = f"codes must have shape [batch, {', '.join(map(str, self.code_shape))}]"
+        codes = self._checked(codes, self.code_shape, message)
+        return to_uint8(tf.clip_by_value(self.model.decode(codes), -1.0, 1.0))
+
+    def endpoints(self):
+        """name -> (function, input signature), serving_default first."""
+        def reconstruct(images):
+            codes = self._codes(images)
+            return {"images": self._images(codes), "codes": codes}
+
+        images = [self.images_spec]
+        return {"serving_default": (reconstruct, images), "reconstruct": (reconstruct, images),
+                "encode": (lambda images: {"codes": self._codes(images)}, images),
+                "decode": (lambda codes: {"images": self._images(codes)}, [self.codes_spec])}
+
+
+def export_autoencoder(model, export_dir, version):
+    """Write a VQ-HiT autoencoder's SavedModel to <export_dir>/<version>/ atomically; returns that directory."""
+    return _write(model, AutoencoderSignatures(model).endpoints(), export_dir, version)

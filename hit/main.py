@@ -114,8 +114,8 @@ def _python():
     return relative if not relative.startswith("..") else sys.executable
 
 
-def next_steps(model_dir):
-    """What a finished run has made, and the commands to go on with."""
+def next_steps(model_dir, autoencoder=False):
+    """What a finished run has made, and the commands to go on with (a VQ-HiT run: codes instead of samples)."""
     gin_flags = " ".join(f"--gin_file={f}" for f in _GIN_FILE.value)
     python = _python()
     samples = os.path.join(model_dir, "samples", "latest.png")
@@ -124,7 +124,8 @@ def next_steps(model_dir):
         "Next:",
         f"  TensorBoard:  tensorboard --logdir {model_dir}",
         f"  evaluate:     {python} -m hit.main {gin_flags} --model_dir={model_dir} --mode=eval",
-        f"  sample:       {python} tools/sample.py --model_dir={model_dir}",
+        (f"  codes:        {python} tools/vq_codes.py --model_dir={model_dir} --images=FOLDER --output=codes.npy"
+         if autoencoder else f"  sample:       {python} tools/sample.py --model_dir={model_dir}"),
         f"  export:       {python} tools/export.py --model_dir={model_dir}",
     ])
 
@@ -177,7 +178,7 @@ def main(argv):
             sys.exit(1)
         sys.exit(f"error: {one_line(job.error)}")
     if job.finished:
-        print(next_steps(model_dir), flush=True)
+        print(next_steps(model_dir, autoencoder=isinstance(job.trainer.task, tasks.VQHiTTask)), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Samples of a trained generator: restore it from a run, draw images, interpolate latents, write PNGs.
 
 A run's model_dir holds ckpt-N (every model by variable path, hit.train.checkpoints) and config.gin (the
-parsed gin config), which names the generator preset and its overrides. Samples are G(z, training=False)
+parsed gin config), which names the generator preset and its overrides (a GANTask run), or the autoencoder's
+(a VQHiTTask run: load_autoencoder; run_kind tells the two apart). Samples are G(z, training=False)
 with z ~ N(0, I) drawn statelessly from a seed, clipped to [-1, 1]; no truncation (the paper uses none).
 """
 
+import inspect
 import os
 
 import gin
@@ -14,7 +16,7 @@ import tensorflow as tf
 from hit import data, tasks, train  # noqa: F401  (registers the configurables config.gin binds)
 from hit.errors import one_line
 from hit.images import to_uint8
-from hit.models import get_generator
+from hit.models import get_generator, get_vqhit
 from hit.train.checkpoints import make_checkpoint
 
 GENERATORS = ("ema_generator", "generator")
@@ -22,41 +24,121 @@ INTERPOLATIONS = ("slerp", "lerp")
 BATCH_SIZE = 64  # latents per generator call, so that large sample counts fit in memory
 
 
-def _run_generator_config(model_dir):
-    """(preset, overrides) of the generator a run trained, from its config.gin.
+def _read_run_config(model_dir, what, read):
+    """read() while the run's config.gin is parsed; `what` it reads names it in error messages.
 
     hit.main.parse_gin is not used: importing hit.main defines its flags (--model_dir, --mode), which would
     clash with a tool's own. Bindings of configurables not imported here are skipped. Clears gin.
     """
     path = os.path.join(model_dir, "config.gin")
     if not tf.io.gfile.exists(path):
-        raise ValueError(f"no config.gin in {model_dir}: cannot tell which generator the run trained")
+        raise ValueError(f"no config.gin in {model_dir}: cannot tell what the run trained")
     gin.clear_config()
     try:
         gin.parse_config_files_and_bindings([path], [], finalize_config=False, skip_unknown=True)
-        preset = gin.query_parameter("hit.tasks.GANTask.generator_preset")
-        try:
-            overrides = gin.query_parameter("hit.tasks.GANTask.generator_overrides") or {}
-        except ValueError:  # unbound
-            overrides = {}
+        return read()
     except (ValueError, SyntaxError, OSError) as e:
-        raise ValueError(f"cannot read the generator from {path}: {one_line(e)}") from None
+        raise ValueError(f"cannot read {what} from {path}: {one_line(e)}") from None
     finally:
         gin.clear_config()
-    return preset, dict(overrides)
 
 
-def _restore(generator, path, which):
-    """Restore `which` from checkpoint `path` into `generator`, checking that every variable was restored."""
-    saved = [name for name, _ in tf.train.list_variables(path)
-             if name.startswith(which + "/") and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE")]
-    if len(saved) != len(generator.variables):
-        raise ValueError(f"{path} holds {len(saved)} {which} variables but the run's generator has "
-                         f"{len(generator.variables)}")
+def _query(name, default=None):
+    """A gin binding of the parsed config, or `default` when it is unbound."""
     try:
-        make_checkpoint({which: generator}).restore(path).expect_partial().assert_existing_objects_matched()
+        return gin.query_parameter(name)
+    except ValueError:
+        return default
+
+
+def _kind():
+    """What the parsed config trained, "gan" or "vqhit": Trainer.task's class, else the one task preset bound."""
+    task = _query("hit.train.Trainer.task")
+    if task is not None:
+        kind = {tasks.GANTask: "gan", tasks.VQHiTTask: "vqhit"}.get(task.configurable.wrapped)
+        if kind is None:
+            raise ValueError(f"Trainer.task is {task}, neither GANTask nor VQHiTTask")
+        return kind
+    kinds = [kind for kind, name in (("gan", "hit.tasks.GANTask.generator_preset"),
+                                     ("vqhit", "hit.tasks.VQHiTTask.model_preset")) if _query(name) is not None]
+    if len(kinds) != 1:
+        raise ValueError("it binds neither Trainer.task nor exactly one of GANTask.generator_preset and "
+                         "VQHiTTask.model_preset")
+    return kinds[0]
+
+
+def run_kind(model_dir):
+    """What a run trained, from its config.gin: "gan" (GANTask) or "vqhit" (VQHiTTask). Clears gin."""
+    return _read_run_config(model_dir, "what the run trained", _kind)
+
+
+def _check_kind(model_dir, kind):
+    found = run_kind(model_dir)
+    if found != kind:
+        names = {"gan": "a GAN (GANTask)", "vqhit": "a VQ-HiT autoencoder (VQHiTTask)"}
+        raise ValueError(f"{model_dir} trained {names[found]}, not {names[kind]}")
+
+
+def _run_generator_config(model_dir):
+    """(preset, overrides) of the generator a run trained, from its config.gin. Clears gin."""
+    def read():
+        return (gin.query_parameter("hit.tasks.GANTask.generator_preset"),
+                dict(_query("hit.tasks.GANTask.generator_overrides") or {}))
+    return _read_run_config(model_dir, "the generator", read)
+
+
+def _run_autoencoder_config(model_dir):
+    """(preset, overrides) of the VQ-HiT a run trained, as VQHiTTask builds it (its defaults where config.gin
+    binds nothing). Clears gin."""
+    def read():
+        overrides = dict(_query("hit.tasks.VQHiTTask.model_overrides") or {})
+        if _query("hit.tasks.VQHiTTask.bn_group_size") is not None:
+            overrides["bn_group_size"] = _query("hit.tasks.VQHiTTask.bn_group_size")
+        preset = _query("hit.tasks.VQHiTTask.model_preset",
+                        inspect.signature(tasks.VQHiTTask).parameters["model_preset"].default)
+        return preset, overrides
+    return _read_run_config(model_dir, "the autoencoder", read)
+
+
+def _checkpoint_key(which, variable):
+    """The name of `variable` in a checkpoint of make_checkpoint({which: model}) ("/" and "." escaped as
+    tf.train escapes them)."""
+    name = variable.path.split("/", 1)[1].replace(".", "..").replace("/", ".S")
+    return f"{which}/{name}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _restore(model, path, which, role="generator"):
+    """Restore `which` from checkpoint `path` into `model` (the run's `role`), checking that every variable was
+    restored. Names and shapes are compared first: a restore that fails half-way leaves TensorFlow to log every
+    unrestored value when the process exits."""
+    saved = {name: shape for name, shape in tf.train.list_variables(path)
+             if name.startswith(which + "/") and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE")}
+    if len(saved) != len(model.variables):
+        raise ValueError(f"{path} holds {len(saved)} {which} variables but the run's {role} has "
+                         f"{len(model.variables)}")
+    for variable in model.variables:
+        shape = saved.get(_checkpoint_key(which, variable))
+        if shape != list(variable.shape):
+            found = "no such variable" if shape is None else f"shape {shape}"
+            raise ValueError(f"cannot restore {which} from {path}: the run's {role} has {variable.path} of shape "
+                             f"{list(variable.shape)}, the checkpoint {found}")
+    try:
+        make_checkpoint({which: model}).restore(path).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError) as e:  # a variable missing, or saved with another shape
         raise ValueError(f"cannot restore {which} from {path}: {one_line(e)}") from None
+
+
+def run_checkpoint(model_dir=None, checkpoint=None):
+    """(model_dir, checkpoint prefix): the checkpoint given (its directory the model_dir unless one is given), or
+    the latest in model_dir. One-line errors when there is none."""
+    if checkpoint:
+        if not tf.io.gfile.exists(checkpoint + ".index"):
+            raise ValueError(f"no checkpoint at {checkpoint} (expected a prefix such as <model_dir>/ckpt-400)")
+        return model_dir or os.path.dirname(checkpoint), checkpoint
+    latest = tf.train.latest_checkpoint(model_dir)
+    if not latest:
+        raise ValueError(f"no checkpoint found in {model_dir}")
+    return model_dir, latest
 
 
 def load_generator(model_dir=None, checkpoint=None, which="ema_generator", preset=None):
@@ -67,7 +149,7 @@ def load_generator(model_dir=None, checkpoint=None, which="ema_generator", prese
     given). which: "ema_generator" (what the paper evaluates) or "generator" (the raw weights).
     preset: with neither model_dir nor checkpoint, a freshly initialised generator of this preset (a smoke
     test of the model; seed it with keras.utils.set_random_seed).
-    Raises a one-line ValueError for a missing checkpoint or config.gin, or an incomplete restore.
+    Raises a one-line ValueError for a missing checkpoint or config.gin, a VQ-HiT run, or an incomplete restore.
     Reading config.gin clears the global gin config (before and after).
     """
     if which not in GENERATORS:
@@ -76,18 +158,36 @@ def load_generator(model_dir=None, checkpoint=None, which="ema_generator", prese
         if not preset:
             raise ValueError("give a model_dir or checkpoint to restore, or a preset for fresh weights")
         return get_generator(preset)
-    if checkpoint:
-        if not tf.io.gfile.exists(checkpoint + ".index"):
-            raise ValueError(f"no checkpoint at {checkpoint} (expected a prefix such as <model_dir>/ckpt-400)")
-        model_dir = model_dir or os.path.dirname(checkpoint)
-    else:
-        checkpoint = tf.train.latest_checkpoint(model_dir)
-        if not checkpoint:
-            raise ValueError(f"no checkpoint found in {model_dir}")
+    model_dir, checkpoint = run_checkpoint(model_dir, checkpoint)
+    _check_kind(model_dir, "gan")
     preset, overrides = _run_generator_config(model_dir)
     generator = get_generator(preset, **overrides)
     _restore(generator, checkpoint, which)
     return generator
+
+
+def load_autoencoder(model_dir=None, checkpoint=None, preset=None):
+    """The VQ-HiT autoencoder (hit.models.VQHiT) a VQHiTTask run trained, with the checkpoint's "model" restored.
+
+    model_dir / checkpoint: as load_generator's. preset: with neither, a freshly initialised VQ-HiT of this preset.
+    Raises a one-line ValueError for a missing checkpoint or config.gin, a GAN run, or an incomplete restore.
+    Reading config.gin clears the global gin config (before and after).
+    """
+    if not model_dir and not checkpoint:
+        if not preset:
+            raise ValueError("give a model_dir or checkpoint to restore, or a preset for fresh weights")
+        return get_vqhit(preset)
+    model_dir, checkpoint = run_checkpoint(model_dir, checkpoint)
+    _check_kind(model_dir, "vqhit")
+    preset, overrides = _run_autoencoder_config(model_dir)
+    model = get_vqhit(preset, **overrides)
+    _restore(model, checkpoint, "model", role="autoencoder")
+    return model
+
+
+def run_data_source(model_dir, **overrides):
+    """The hit.data.DataSource the run's config.gin configures, with `overrides` (e.g. resolution). Clears gin."""
+    return _read_run_config(model_dir, "the data source", lambda: data.DataSource(**overrides))
 
 
 def latents(latent_dim, num, seed=0):

@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE_DIRS = ("hit", "tests", "tools")
 # Top-level import name -> PyPI distribution in requirements.txt.
 DISTRIBUTIONS = {
-    "absl": "absl-py", "gin": "gin-config", "keras": "keras", "numpy": "numpy", "pytest": "pytest",
+    "absl": "absl-py", "gin": "gin-config", "h5py": "h5py", "keras": "keras", "numpy": "numpy", "pytest": "pytest",
     "scipy": "scipy", "tensorboard": "tensorboard", "tensorflow": "tensorflow-cpu",
     "tensorflow_datasets": "tensorflow-datasets",
 }

@@ -7,7 +7,8 @@ import gin
 import pytest
 
 from hit.main import REPO_ROOT, parse_gin
-from hit.models import DISCRIMINATOR_PRESETS, GENERATOR_PRESETS
+from hit.models import DISCRIMINATOR_PRESETS, GENERATOR_PRESETS, VQHIT_PRESETS
+from hit.tasks import VQHiTTask
 from hit.train import Trainer
 
 # file: (generator, discriminator, learning rate, bCR weight, global batch, steps, data set, resolution)
@@ -25,6 +26,24 @@ ALL_FILES = sorted(os.path.relpath(p, REPO_ROOT) for p in glob.glob(os.path.join
                    if "/common/" not in p)
 
 
+def test_the_vqhit_run_carries_the_papers_settings():
+    """Sec. 4.3 and A.5: the f16 VQGAN encoder with 1024 codes, HiT-B decoder, lambda1 5e-5, lambda2 0.1, R1 10,
+    Adam(0, 0.99) with lr 1e-4 for both, batch 256, 500k iterations, ImageNet 256 centre crops."""
+    parse_gin(["gin/vqhit/imagenet_256.gin"], [])
+    q = gin.query_parameter
+    assert q("hit.tasks.VQHiTTask.model_preset") == "vqhit_imagenet_256"
+    assert q("hit.tasks.VQHiTTask.discriminator_preset") == "stylegan_d_256"
+    assert q("hit.tasks.VQHiTTask.autoencoder_lr") == q("hit.tasks.VQHiTTask.discriminator_lr") == 1e-4
+    assert (q("hit.tasks.VQHiTTask.beta1"), q("hit.tasks.VQHiTTask.beta2")) == (0.0, 0.99)
+    assert (q("hit.tasks.VQHiTTask.perceptual_weight"), q("hit.tasks.VQHiTTask.adversarial_weight")) == (5e-5, 0.1)
+    assert q("hit.tasks.VQHiTTask.r1_weight") == 10.0 and q("hit.tasks.VQHiTTask.loss_type") == "non_saturating"
+    assert (q("hit.train.Trainer.global_batch_size"), q("hit.train.Trainer.train_steps")) == (256, 500_000)
+    assert (q("hit.data.DataSource.name"), q("hit.data.DataSource.resolution")) == ("imagenet2012", 256)
+    assert q("hit.data.DataSource.crop") == "center"
+    preset = VQHIT_PRESETS["vqhit_imagenet_256"]
+    assert (preset["num_codes"], preset["embedding_dim"], preset["encoder_multipliers"]) == (1024, 256, (1, 1, 2, 2, 4))
+
+
 def test_every_paper_run_has_a_file():
     assert {os.path.basename(p) for p in ALL_FILES if p.startswith("gin/hit/")} == set(PAPER_RUNS)
 
@@ -33,10 +52,12 @@ def test_every_paper_run_has_a_file():
 def test_gin_file_parses_and_builds_its_trainer(path, tmp_path):
     parse_gin([path], [])
     trainer = Trainer(model_dir=str(tmp_path))  # constructs the task, which validates presets and policies
-    generator = GENERATOR_PRESETS[trainer.task.generator_preset]
+    if isinstance(trainer.task, VQHiTTask):
+        output_size = VQHIT_PRESETS[trainer.task.model_preset]["resolution"]
+    else:
+        output_size = GENERATOR_PRESETS[trainer.task.generator_preset]["output_size"]
     discriminator = DISCRIMINATOR_PRESETS[trainer.task.discriminator_preset]
-    assert generator["output_size"] == discriminator["resolution"] == gin.query_parameter(
-        "hit.data.DataSource.resolution")
+    assert output_size == discriminator["resolution"] == gin.query_parameter("hit.data.DataSource.resolution")
     assert trainer.global_batch_size % 8 == 0 or "demo" in path  # splits over 8-core TPU slices
 
 

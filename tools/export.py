@@ -1,10 +1,13 @@
-"""Export a run's generator as a versioned SavedModel for TF Serving.
+"""Export a run's generator, or its VQ-HiT autoencoder, as a versioned SavedModel for TF Serving.
 
     python tools/export.py --model_dir=runs/demo      # -> runs/demo/export/<step>/
     docker run -p 8501:8501 -v "$PWD/runs/demo/export:/models/hit" -e MODEL_NAME=hit tensorflow/serving
 
-The EMA generator of the latest checkpoint by default; the version defaults to the checkpoint's step and
---export_dir to <model_dir>/export (with only --checkpoint, the checkpoint's directory is the model_dir).
+The run's config.gin says what it trained (hit.sampling.run_kind). A GAN run exports the EMA generator of the
+latest checkpoint by default (--which=generator: the raw weights); a VQ-HiT run exports its autoencoder (the
+checkpoint's "model", signatures encode / decode / reconstruct, hit/export.py), and --which, a GAN flag, is an
+error there unless left at its default. The version defaults to the checkpoint's step and --export_dir to
+<model_dir>/export (with only --checkpoint, the checkpoint's directory is the model_dir).
 Prints the version directory written.
 """
 
@@ -16,15 +19,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 import hit  # noqa: E402,F401  (before TensorFlow: it sets TensorFlow's environment, see hit/__init__.py)
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf  # noqa: E402,F401  (after hit: tests/test_tools.py checks the order)
 from hit.console import keep_project_lines  # noqa: E402
-from hit.export import export_generator  # noqa: E402
-from hit.sampling import load_generator  # noqa: E402
+from hit.export import export_autoencoder, export_generator  # noqa: E402
+from hit.sampling import load_autoencoder, load_generator, run_checkpoint, run_kind  # noqa: E402
 from hit.train.checkpoints import checkpoint_step  # noqa: E402
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run (holds config.gin and checkpoints).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint path (default: the latest in --model_dir).")
-_WHICH = flags.DEFINE_string("which", "ema_generator", "ema_generator or generator.")
+_WHICH = flags.DEFINE_string("which", "ema_generator", "GAN runs: ema_generator or generator.")
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "The model's base directory for TF Serving "
                                   "(default: <model_dir>/export).")
 _VERSION = flags.DEFINE_integer("version", None, "Version sub-directory (default: the checkpoint's step).")
@@ -37,12 +40,15 @@ def main(argv):
         sys.exit("error: one of --model_dir / --checkpoint is required")
     export_dir = _EXPORT_DIR.value or os.path.join(_MODEL_DIR.value or os.path.dirname(_CHECKPOINT.value), "export")
     try:
-        checkpoint = _CHECKPOINT.value or tf.train.latest_checkpoint(_MODEL_DIR.value)
-        if not checkpoint:
-            raise ValueError(f"no checkpoint found in {_MODEL_DIR.value}")
-        generator = load_generator(model_dir=_MODEL_DIR.value, checkpoint=checkpoint, which=_WHICH.value)
+        model_dir, checkpoint = run_checkpoint(_MODEL_DIR.value, _CHECKPOINT.value)
         version = _VERSION.value if _VERSION.value is not None else checkpoint_step(checkpoint)
-        path = export_generator(generator, export_dir, version)
+        if run_kind(model_dir) == "vqhit":
+            if _WHICH.value != _WHICH.default:
+                raise ValueError(f"--which is for GAN runs; {model_dir} trained VQ-HiT, whose autoencoder is exported")
+            path = export_autoencoder(load_autoencoder(model_dir, checkpoint), export_dir, version)
+        else:
+            generator = load_generator(model_dir=model_dir, checkpoint=checkpoint, which=_WHICH.value)
+            path = export_generator(generator, export_dir, version)
     except ValueError as e:
         sys.exit(f"error: {e}")
     print(path)

@@ -1,6 +1,7 @@
-"""Print one JSON line describing a generator preset: parameter counts and per-stage output shapes.
+"""Print one JSON line describing a model preset: parameter counts, and per-stage shapes of a generator.
 
     python tools/model_summary.py --preset=hit_b_256
+    python tools/model_summary.py --preset=vqhit_imagenet_256   # encoder, quant_conv, codebook, decoder counts
 """
 
 import json
@@ -12,17 +13,33 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 import hit  # noqa: E402,F401  (selects the TensorFlow backend)
-from hit.models import get_generator  # noqa: E402
+from hit.models import VQHIT_PRESETS, get_generator, get_vqhit  # noqa: E402
 
-_PRESET = flags.DEFINE_string("preset", None, "Generator preset, e.g. hit_b_256.", required=True)
+_PRESET = flags.DEFINE_string("preset", None, "Generator or VQ-HiT preset, e.g. hit_b_256.", required=True)
 
 
 def count(variables):
     return int(sum(v.numpy().size for v in variables))
 
 
+def summarize_vqhit(preset):
+    """Trainable parameters of each part of a VQ-HiT autoencoder, and its code grid."""
+    model = get_vqhit(preset)
+    return {
+        "preset": preset,
+        "trainable_params": count(model.trainable_variables),
+        "non_trainable_params": count(model.non_trainable_variables),
+        **{f"{part}_params": n for part, n in model.parameter_counts().items()},
+        "codebook_shape": [model.num_codes, int(model.quantizer.codebook.shape[1])],
+        "code_grid": [model.grid_size, model.grid_size],
+        "image_shape": [model.resolution, model.resolution, model.image_channels],
+    }
+
+
 def summarize(preset):
     """Parameter counts (trainable / non-trainable) and, per stage, its output and running image."""
+    if preset in VQHIT_PRESETS:
+        return summarize_vqhit(preset)
     generator = get_generator(preset)
     stages = []
     for i, shapes in enumerate(generator.stage_shapes()):

@@ -6,6 +6,11 @@ official evaluation. Results go to TensorBoard under <model_dir>/eval (scalars a
 <model_dir>/eval/results.jsonl (one line per evaluated checkpoint, by step), and the best checkpoint by
 `best_metric` is copied to <model_dir>/best with best.json. The eval job evaluates every checkpoint that
 results.jsonl does not hold yet for its protocol, oldest first, then waits for new ones.
+
+An autoencoder (VQ-HiT: a model with `encode` and `decode` methods) is evaluated by reconstruction instead: the
+fakes are clip(model(x, training=False), -1, 1) of the eval split's images x (the batches, in the order, that
+the reference statistics use), so "fid" is rFID, and "psnr" and "ssim" (reconstruction vs input, averaged over
+the images) join the metrics; the panel holds input|reconstruction pairs.
 """
 
 import io
@@ -24,8 +29,26 @@ from hit.images import image_grid, to_uint8
 from hit.progress import Progress
 from hit.train.checkpoints import checkpoint_step, make_checkpoint
 
-LOWER_IS_BETTER = {"fid": True, "kid": True, "inception_score": False}
+LOWER_IS_BETTER = {"fid": True, "kid": True, "inception_score": False, "psnr": False, "ssim": False}
+RECONSTRUCTION_METRICS = ("psnr", "ssim")  # autoencoders only
+# tf.image.psnr is inf for identical images; each image's PSNR is capped here so that the mean, TensorBoard and
+# the JSON files (json.dumps(inf) writes Infinity, which is not JSON) stay finite. 100 dB is an RMS error of
+# 2e-5 on [-1, 1], far below uint8 rounding (at most ~59 dB): only an exact copy reaches it.
+PSNR_CAP_DB = 100.0
 WAIT_LOG_SECONDS = 600  # the eval job says it is still waiting this often
+
+
+def is_autoencoder(model):
+    """Duck typing: a model with encode and decode methods (VQ-HiT) is evaluated by reconstruction."""
+    return callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
+
+
+def reconstruction_quality(inputs, reconstructions):
+    """Per-image (PSNR capped at PSNR_CAP_DB, SSIM) of [-1, 1] images [B, H, W, C]. Both are computed on the images
+    mapped to [0, 1] with max_val 1, equal to max_val 255 on [0, 255] images (the usual convention) up to uint8
+    rounding. PSNR is the same as max_val 2 on [-1, 1]; SSIM is not (its luminance term is not shift-invariant)."""
+    a, b = (tf.cast(x, tf.float32) * 0.5 + 0.5 for x in (inputs, reconstructions))
+    return tf.minimum(tf.image.psnr(a, b, max_val=1.0), PSNR_CAP_DB), tf.image.ssim(a, b, max_val=1.0)
 
 
 def _write_atomically(path, data):
@@ -110,16 +133,37 @@ class Evaluator:
             z = tf.random.stateless_normal([size, generator.latent_dim], seed=[self.seed, start])
             yield tf.clip_by_value(generator(z, training=False), -1.0, 1.0)
 
+    def _reconstruction_batches(self, autoencoder, data, sums):
+        """Clipped reconstructions of the eval split's batches; adds PSNR, SSIM and counts into `sums`, and
+        keeps the first input batch (for the panel) in sums["first"]."""
+        for batch in data.eval_dataset(self.batch_size, self.num_samples):
+            images = batch["image"]
+            reconstructions = tf.clip_by_value(autoencoder(images, training=False), -1.0, 1.0)
+            psnr, ssim = reconstruction_quality(images, reconstructions)
+            sums.setdefault("first", np.asarray(images))
+            sums["psnr"] += float(tf.reduce_sum(tf.cast(psnr, tf.float64)))
+            sums["ssim"] += float(tf.reduce_sum(tf.cast(ssim, tf.float64)))
+            sums["count"] += len(images)
+            yield reconstructions
+
     def evaluate(self, generator, data, what="generated samples"):
-        """Metrics of a generator against the data set's eval split, and a real|fake panel."""
+        """Metrics of a generator (or an autoencoder's reconstructions, see the module) against the data set's
+        eval split, and a real|fake (input|reconstruction) panel."""
         start = time.time()
         real, real_kid, real_first = self.reference(data)
-        fake, score, fake_kid, fake_first = self._statistics(self._fake_batches(generator), what)
+        sums = {"psnr": 0.0, "ssim": 0.0, "count": 0}
+        autoencoder = is_autoencoder(generator)
+        fakes = self._reconstruction_batches(generator, data, sums) if autoencoder else self._fake_batches(generator)
+        fake, score, fake_kid, fake_first = self._statistics(fakes, what)
         inception_score, inception_score_std = score.result()
         kid, _ = kernel_inception_distance(real_kid, fake_kid, num_subsets=50,
                                            subset_size=min(1000, len(real_kid), len(fake_kid)))
         metrics = {"fid": fid_from_statistics(real, fake), "inception_score": inception_score,
-                   "inception_score_std": inception_score_std, "kid": kid, "eval_time": time.time() - start}
+                   "inception_score_std": inception_score_std, "kid": kid}
+        if autoencoder:
+            real_first = sums["first"]  # the inputs of these reconstructions, whatever the cached reference holds
+            metrics.update(psnr=sums["psnr"] / sums["count"], ssim=sums["ssim"] / sums["count"])
+        metrics["eval_time"] = time.time() - start
         count = min(len(real_first), len(fake_first), 32)
         pairs = np.concatenate([to_uint8(real_first[:count]).numpy(), to_uint8(fake_first[:count]).numpy()], 2)
         return metrics, image_grid(pairs, columns=4)
@@ -128,6 +172,9 @@ class Evaluator:
 
     def evaluate_checkpoint(self, path, generator, data, name="ema_generator"):
         """Restore `generator` from the checkpoint's `name` entry, evaluate, report, and keep the best."""
+        autoencoder = is_autoencoder(generator)
+        if self.best_metric in RECONSTRUCTION_METRICS and not autoencoder:
+            raise ValueError(f"best_metric {self.best_metric!r} is for autoencoders; use fid, kid or inception_score")
         status = make_checkpoint({name: generator}).restore(path)
         status.assert_existing_objects_matched().expect_partial()
         step = checkpoint_step(path)
@@ -135,7 +182,7 @@ class Evaluator:
         with self.writer.as_default(step=step):
             for key, value in metrics.items():
                 tf.summary.scalar(f"eval/{key}", value)
-            tf.summary.image("eval/real_fake", panel[None])
+            tf.summary.image("eval/input_reconstruction" if autoencoder else "eval/real_fake", panel[None])
         self.writer.flush()
         logging.info("eval step %d | %s (%s)", step, " ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
                      self.protocol)

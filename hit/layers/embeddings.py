@@ -60,3 +60,33 @@ class LatentEmbedding(keras.layers.Layer):
             "num_tokens": self.num_tokens,
             "channels": self.channels,
         }
+
+
+class GridTokens(keras.layers.Layer):
+    """VQ-HiT's latent tokens from the quantised grid [B, g, g, D]: the grid average-pooled to s x s regions
+    (s^2 = num_tokens), each region's mean vector projected to `channels`, + P, norm (hit.models.vq_hit).
+
+    The same form as LatentEmbedding (Linear, position embedding, the generator's norm) with the pooled grid
+    in place of z.
+    """
+
+    def __init__(self, num_tokens, channels, grid_size, norm=Norm(), **kwargs):
+        side = int(round(num_tokens**0.5))
+        if side * side != num_tokens or grid_size % side:
+            raise ValueError(f"bad token count: {num_tokens} tokens must be a square grid whose side divides the "
+                             f"{grid_size}x{grid_size} code grid")
+        super().__init__(**kwargs)
+        self.num_tokens, self.channels, self.grid_size, self.side = num_tokens, channels, grid_size, side
+        self.dense = keras.layers.Dense(channels, kernel_initializer=trunc_normal(), name="dense")
+        self.position = PositionEmbedding(name="position")
+        self.norm = norm.make("norm")
+
+    def call(self, grid, training=None):
+        pool = self.grid_size // self.side
+        pooled = keras.ops.average_pool(grid, pool, strides=pool, padding="valid")  # [B, s, s, D]
+        tokens = keras.ops.reshape(self.dense(pooled), (-1, self.num_tokens, self.channels))  # row-major regions
+        return self.norm(self.position(tokens), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "num_tokens": self.num_tokens, "channels": self.channels,
+                "grid_size": self.grid_size}

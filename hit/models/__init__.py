@@ -1,14 +1,20 @@
 """Models: the HiT generator, the StyleGAN2-like discriminator, and their presets."""
 
 from hit.models.hit_generator import HiTGenerator
-from hit.models.presets import DISCRIMINATOR_PRESETS, GENERATOR_PRESETS, get_discriminator, get_generator
+from hit.models.presets import (DISCRIMINATOR_PRESETS, GENERATOR_PRESETS, VQHIT_PRESETS, get_discriminator,
+                                get_generator, get_vqhit)
 from hit.models.stylegan_discriminator import StyleGANDiscriminator
+from hit.models.vq_hit import HiTDecoder, VQHiT
 
 __all__ = [
     "DISCRIMINATOR_PRESETS",
     "GENERATOR_PRESETS",
+    "HiTDecoder",
     "HiTGenerator",
     "StyleGANDiscriminator",
+    "VQHIT_PRESETS",
+    "VQHiT",
     "get_discriminator",
     "get_generator",
+    "get_vqhit",
 ]

@@ -71,9 +71,10 @@ class HiTStage(keras.layers.Layer):
 
 
 def validate_config(output_size, latent_dim, channels, num_heads, num_layers, block_sizes,
-                    attention_type, num_attention_stages, latent_token_channels):
+                    attention_type, num_attention_stages, latent_token_channels, initial_size=INITIAL_SIZE):
     """One-line ValueErrors for every configuration that cannot build (checked before any weight exists;
-    the norm options are checked by hit.layers.normalization.Norm)."""
+    the norm options are checked by hit.layers.normalization.Norm). initial_size: the first stage's
+    resolution (8 for the generator, the code grid for VQ-HiT's decoder)."""
     lengths = {len(channels), len(num_heads), len(num_layers), len(block_sizes)}
     if len(lengths) != 1:
         raise ValueError(
@@ -81,11 +82,11 @@ def validate_config(output_size, latent_dim, channels, num_heads, num_layers, bl
             f"{len(channels)}, {len(num_heads)}, {len(num_layers)}, {len(block_sizes)}"
         )
     num_stages = len(channels)
-    final = INITIAL_SIZE * 2 ** (num_stages - 1)
+    final = initial_size * 2 ** (num_stages - 1)
     if output_size != final:
         raise ValueError(
             f"bad resolution: output_size {output_size} cannot come from {num_stages} stages starting at "
-            f"{INITIAL_SIZE}x{INITIAL_SIZE} (they end at {final}x{final}); use one stage per doubling"
+            f"{initial_size}x{initial_size} (they end at {final}x{final}); use one stage per doubling"
         )
     if latent_dim < 1 or (latent_token_channels is not None and latent_token_channels < 1):
         raise ValueError(f"latent sizes must be positive, got latent_dim={latent_dim}")
@@ -100,7 +101,7 @@ def validate_config(output_size, latent_dim, channels, num_heads, num_layers, bl
         raise ValueError(f"num_attention_stages must be in [0, {num_low}], got {num_attention_stages}")
     head_groups = len(self_attention_layout(attention_type, 0)[1])
     for i, (c, h, b) in enumerate(zip(channels, num_heads, block_sizes)):
-        res = INITIAL_SIZE * 2**i
+        res = initial_size * 2**i
         where = f"stage {i} ({res}x{res}, {c} channels)"
         if h < 1 or c % h:
             raise ValueError(f"bad heads: {h} heads do not divide {c} channels in {where}")
@@ -111,6 +112,23 @@ def validate_config(output_size, latent_dim, channels, num_heads, num_layers, bl
             raise ValueError(f"bad block size: {b} does not divide the {res}x{res} feature map of {where}")
         if i + 1 < num_stages and c % 4:
             raise ValueError(f"pixel shuffle needs channels divisible by 4, {where}")
+
+
+def make_stages(initial_size, channels, num_heads, num_layers, block_sizes, attention_type, num_attention_stages,
+                cross_attention, multi_query, norm, output_channels):
+    """The HiTStages of Algorithm 1 from a first resolution on, one per doubling (shared with VQ-HiT's
+    decoder, which starts at its code grid)."""
+    num_low = sum(b is not None for b in block_sizes)
+    attention_stages = num_low if num_attention_stages is None else num_attention_stages
+    return [
+        HiTStage(resolution=initial_size * 2**i, channels=channels[i], num_heads=num_heads[i],
+                 num_layers=num_layers[i], block_size=block_sizes[i],
+                 next_channels=channels[i + 1] if i + 1 < len(channels) else None,
+                 attention_type=attention_type, self_attention=i < attention_stages,
+                 cross_attention=cross_attention, multi_query=multi_query, norm=norm,
+                 output_channels=output_channels, name=f"stage_{i}")
+        for i in range(len(channels))
+    ]
 
 
 class HiTGenerator(keras.Model):
@@ -150,18 +168,8 @@ class HiTGenerator(keras.Model):
             self.latent_embedding = LatentEmbedding(
                 num_latent_tokens, latent_token_channels or channels[0], norm, name="latent_embedding"
             )
-        num_low = sum(b is not None for b in block_sizes)
-        attention_stages = num_low if num_attention_stages is None else num_attention_stages
-        self.stages = []
-        for i in range(len(channels)):
-            self.stages.append(HiTStage(
-                resolution=INITIAL_SIZE * 2**i, channels=channels[i], num_heads=num_heads[i],
-                num_layers=num_layers[i], block_size=block_sizes[i],
-                next_channels=channels[i + 1] if i + 1 < len(channels) else None,
-                attention_type=attention_type, self_attention=i < attention_stages,
-                cross_attention=cross_attention, multi_query=multi_query, norm=norm,
-                output_channels=output_channels, name=f"stage_{i}",
-            ))
+        self.stages = make_stages(INITIAL_SIZE, channels, num_heads, num_layers, block_sizes, attention_type,
+                                  num_attention_stages, cross_attention, multi_query, norm, output_channels)
 
     def _check_latent(self, z):
         shape = list(getattr(z, "shape", np.shape(z)))

@@ -7,6 +7,7 @@ cross-attention block; `block_sizes` None marks an MLP-only high-resolution stag
 
 from hit.models.hit_generator import HiTGenerator
 from hit.models.stylegan_discriminator import StyleGANDiscriminator
+from hit.models.vq_hit import VQHiT
 
 GENERATOR_PRESETS = {
     # The official ImageNet 128 configuration (facts 2.1), 32,866,627 trainable parameters. The paper's A.2
@@ -96,3 +97,37 @@ def get_discriminator(preset, build=True, **overrides):
     Example: get_discriminator("stylegan_d_256", channel_multiplier=1, minibatch_stddev_group=4).
     """
     return _from_preset("discriminator", DISCRIMINATOR_PRESETS, StyleGANDiscriminator, preset, build, overrides)
+
+
+# VQ-HiT autoencoders (hit.models.vq_hit); trainable parameters in the comments.
+VQHIT_PRESETS = {
+    # The paper's run (Sec. 4.3, A.5): VQGAN's f16 encoder (29,298,176 up to its output conv, quant_conv
+    # 65,792), 1024 codes of width 256 (262,144), and HiT-B's stages 1-5 (Table 9) from the 16x16 grid.
+    "vqhit_imagenet_256": dict(
+        resolution=256, encoder_channels=128, encoder_multipliers=(1, 1, 2, 2, 4), encoder_res_blocks=2,
+        encoder_attention_resolutions=(16,), z_channels=256, embedding_dim=256, num_codes=1024,
+        channels=(512, 256, 128, 64, 64), num_heads=(8, 4, 4, 4, 4), num_layers=(2, 2, 2, 1, 1),
+        block_sizes=(4, 8, 8, None, None),
+    ),
+    # The offline demo (gin/demo/vqhit_fashion_mnist_32.gin): 32x32 -> an 8x8 grid of 256 codes -> 32x32.
+    "vqhit_demo_32": dict(
+        resolution=32, encoder_channels=32, encoder_multipliers=(1, 2, 2), encoder_res_blocks=1,
+        encoder_attention_resolutions=(8,), z_channels=64, groups=8, embedding_dim=64, num_codes=256,
+        channels=(128, 64, 32), num_heads=(4, 4, 2), num_layers=(1, 1, 1), block_sizes=(4, 8, None),
+    ),
+    # A tiny one for unit tests (not a paper model).
+    "vqhit_tiny_32": dict(
+        resolution=32, encoder_channels=16, encoder_multipliers=(1, 1, 2), encoder_res_blocks=1,
+        encoder_attention_resolutions=(8,), z_channels=16, groups=8, embedding_dim=16, num_codes=32,
+        channels=(32, 16, 16), num_heads=(2, 2, 2), num_layers=(1, 1, 1), block_sizes=(4, 8, None),
+        num_latent_tokens=4,
+    ),
+}
+
+
+def get_vqhit(preset, build=True, **overrides):
+    """Build the VQ-HiT autoencoder of a preset, with any VQHiT argument overridden.
+
+    Example: get_vqhit("vqhit_imagenet_256", bn_group_size=8).
+    """
+    return _from_preset("VQ-HiT", VQHIT_PRESETS, VQHiT, preset, build, overrides)

@@ -14,8 +14,6 @@ Randomness is stateless and keyed by (seed, step) over the *global* batch; each 
 is therefore the same on any number of replicas that the groups tile, and reproducible across resumes.
 """
 
-import math
-
 import gin
 import keras
 import tensorflow as tf
@@ -24,6 +22,7 @@ from hit import augment, losses, penalties
 from hit.ema import ExponentialMovingAverage
 from hit.seeds import stateless_normal, stateless_seed
 from hit.models import get_discriminator, get_generator
+from hit.tasks.replicas import average_replica_statistics, per_replica_batch
 
 UPDATE_SCHEMES = ("simultaneous", "alternating")
 
@@ -37,6 +36,7 @@ class GANTask:
     """
 
     metric_names = ("d_loss", "g_loss", "r1_penalty", "bcr_loss", "d_total_loss", "real_logits", "fake_logits")
+    sample_name = "ema_generator"
 
     def __init__(self, generator_preset=gin.REQUIRED, discriminator_preset=gin.REQUIRED,
                  generator_overrides=None, discriminator_overrides=None,
@@ -74,16 +74,8 @@ class GANTask:
         self.strategy = strategy
         self.global_batch_size = global_batch_size
         self.num_replicas = strategy.num_replicas_in_sync
-        if global_batch_size % self.num_replicas:
-            raise ValueError(f"global batch {global_batch_size} does not split over {self.num_replicas} replicas")
-        self.per_replica_batch = global_batch_size // self.num_replicas
-        if self.bn_group_size and self.per_replica_batch % self.bn_group_size:
-            raise ValueError(
-                f"GANTask.bn_group_size {self.bn_group_size} does not divide the per-replica batch "
-                f"{self.per_replica_batch} (global {global_batch_size} over {self.num_replicas} replica"
-                f"{'s' if self.num_replicas > 1 else ''}); "
-                "choose a divisor, e.g. --gin_param='GANTask.bn_group_size = "
-                f"{math.gcd(self.bn_group_size, self.per_replica_batch)}'")
+        self.per_replica_batch = per_replica_batch("GANTask", global_batch_size, self.num_replicas,
+                                                   self.bn_group_size)
         self.seed = seed
         with strategy.scope():
             self.generator = get_generator(self.generator_preset, **self.generator_overrides)
@@ -209,24 +201,10 @@ class GANTask:
             g_grads, g_loss = self._generator_gradients(step, replica_id)
             self.generator_optimizer.apply_gradients(zip(g_grads, g_vars))
             metrics = {**metrics, "g_loss": g_loss}
-        self._average_replica_statistics()
+        average_replica_statistics(self.generator.non_trainable_variables, self.num_replicas)
         # Every replica updates its own copy of the EMA generator from identical values (facts 2.7).
         self._update_ema(step + 1)
         return metrics
-
-    def _average_replica_statistics(self):
-        """Each replica's BatchNorm statistics <- their mean over replicas.
-
-        Keras 3 moves each replica's copy on its own batch; the official Keras 2 variables were read as the
-        replica MEAN, by the EMA and by checkpoints. Averaging after every step gives those same values (the
-        moving averages are linear), and keeps every replica's EMA generator identical."""
-        statistics = self.generator.non_trainable_variables
-        if self.num_replicas == 1 or not statistics:
-            return
-        means = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN,
-                                                              [v.value for v in statistics])
-        for variable, mean in zip(statistics, means):
-            variable.assign(mean)
 
     # ---- sampling and evaluation --------------------------------------------------------------------
 

@@ -1,10 +1,10 @@
 """The training loop, generic over tasks (DESIGN.md: "the trainer never knows what a GAN is").
 
 A task provides: build(strategy, global_batch_size, seed, jit_compile), checkpoint_items(), global_step,
-metric_names, learning_rates(), train_step(batch, step, replica_id) and sample_images(num). train_step runs in
-every replica (inside strategy.run) and does the whole step, EMA included; each replica adds its metrics to its
-own sums, which are reduced over replicas once per host call. So per step nothing runs in cross-replica code,
-which on a TPU is the host.
+metric_names, learning_rates(), train_step(batch, step, replica_id), sample_images(num) and sample_name (the
+TensorBoard tag of the samples). train_step runs in every replica (inside strategy.run) and does the whole
+step, EMA included; each replica adds its metrics to its own sums, which are reduced over replicas once per host
+call. So per step nothing runs in cross-replica code, which on a TPU is the host.
 
 Each host call runs up to `steps_per_loop` steps inside one tf.function (facts 5.1: 200 by default); chunks
 end on log / checkpoint / sample boundaries so those happen at exact steps. Checkpoints are written atomically
@@ -248,7 +248,7 @@ class Trainer:
     def _write_samples(self, step):
         images = self.task.sample_images(self.num_samples)
         path = os.path.join(self.model_dir, "samples", f"step_{step:08d}.png")
-        summaries.write_image_grid(self.writer, step, "samples/ema_generator", images, path)
+        summaries.write_image_grid(self.writer, step, f"samples/{self.task.sample_name}", images, path)
 
 
 class _Window:
