@@ -23,3 +23,12 @@ def _seed_and_clean_gin():
     gin.clear_config()
     yield
     gin.clear_config()
+
+
+@pytest.fixture(scope="session")
+def two_replicas():
+    """One MirroredStrategy over the 2 logical CPUs for the whole test process, as a training process has one.
+    Each new strategy numbers its collectives from the same start, and after one that all-reduced in replica
+    context (BatchNorm statistics, code counts) a second one failed with "Shape mismatch in the collective
+    instance 100" (seen with test_vqhit_task.py, then test_gan_step.py, in one process)."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

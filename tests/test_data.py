@@ -138,7 +138,7 @@ def test_eval_over_a_folder_yields_only_the_decodable_images(tmp_path, caplog):
     assert sum("img_01_corrupt.png: cannot be decoded" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_folder_iterator_with_a_corrupt_image_checkpoints_and_distributes(tmp_path):
+def test_folder_iterator_with_a_corrupt_image_checkpoints_and_distributes(tmp_path, two_replicas):
     write_colour_images(tmp_path, 5)
     write_corrupt_png(tmp_path / "corrupt.png")
     source = DataSource(name="folder", data_dir=str(tmp_path), resolution=8)
@@ -154,7 +154,7 @@ def test_folder_iterator_with_a_corrupt_image_checkpoints_and_distributes(tmp_pa
     checkpoint.restore(path)
     for image in expected:
         np.testing.assert_array_equal(next(iterator)["image"].numpy(), image)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_replicas
     distributed = iter(strategy.distribute_datasets_from_function(lambda context: source.train_dataset(context, 4, 0)))
     for _ in range(4):
         replicas = strategy.experimental_local_results(next(distributed)["image"])

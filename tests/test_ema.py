@@ -46,10 +46,10 @@ def test_pairs_by_path_and_rejects_a_different_model():
         ExponentialMovingAverage(model, get_generator("hit_tiny_32", name="other", cross_attention=False))
 
 
-def test_update_in_each_replica_xla_compiled_inside_a_tf_range_loop_under_mirrored_strategy():
+def test_update_in_each_replica_xla_compiled_inside_a_tf_range_loop_under_mirrored_strategy(two_replicas):
     """Where GANTask runs it: in the replica step, jit-compiled. Each replica writes its own copy (no merge_call,
     the official code's crash); the copies stay identical."""
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_replicas
     with strategy.scope():
         model = get_generator("hit_tiny_32", num_layers=(1, 1, 1))
         ema_model = get_generator("hit_tiny_32", num_layers=(1, 1, 1), name="ema_generator")

@@ -128,9 +128,8 @@ def compare(actual, reference):
 
 
 @pytest.mark.parametrize("replicas", [1, 2])
-def test_trainer_step_equals_the_reference(reference, tmp_path, replicas):
-    strategy = (tf.distribute.get_strategy() if replicas == 1
-                else tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)]))
+def test_trainer_step_equals_the_reference(reference, tmp_path, replicas, two_replicas):
+    strategy = tf.distribute.get_strategy() if replicas == 1 else two_replicas
     keras.utils.set_random_seed(7)
     task = make_task(bn_group_size=2 if replicas == 1 else None)  # 2 replicas: 2 samples each, no groups
     trainer = Trainer(task=task, model_dir=str(tmp_path), strategy=strategy, train_steps=1, global_batch_size=BATCH,

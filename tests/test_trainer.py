@@ -69,7 +69,7 @@ def test_short_xla_run_writes_checkpoints_events_samples_and_config(tmp_path):
     assert "HloModule" in hlo
 
 
-def test_one_step_on_two_replicas_equals_one_replica_with_the_same_global_batch(tmp_path):
+def test_one_step_on_two_replicas_equals_one_replica_with_the_same_global_batch(tmp_path, two_replicas):
     """LayerNorm, because BatchNorm normalises over each replica's own batch: with BN the two runs differ
     by design (as on the official TPU runs, where statistics are per core). Adam's epsilon is raised to 1
     so its update is nearly linear in the gradient: a loss not scaled by 1/replicas would then show up,
@@ -77,7 +77,7 @@ def test_one_step_on_two_replicas_equals_one_replica_with_the_same_global_batch(
     task_kwargs = dict(generator_overrides={"norm_type": "layer"}, adam_epsilon=1.0)
     results = []
     for name, strategy in [("one", tf.distribute.get_strategy()),
-                           ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]:
+                           ("two", two_replicas)]:
         keras.utils.set_random_seed(7)
         task, trainer = make_trainer(tmp_path / name, train_steps=1, strategy=strategy, task_kwargs=task_kwargs,
                                      steps_per_loop=1, checkpoint_every=1)
@@ -150,7 +150,7 @@ def test_optional_update_schemes_train(tmp_path, task_kwargs):
     assert int(task.global_step.numpy()) == 2
 
 
-def test_bad_task_and_trainer_settings_are_one_line_errors(tmp_path):
+def test_bad_task_and_trainer_settings_are_one_line_errors(tmp_path, two_replicas):
     with pytest.raises(ValueError, match="unknown update scheme 'sometimes'"):
         GANTask(**TINY, update="sometimes")
     with pytest.raises(ValueError, match="unknown generator preset"):
@@ -166,8 +166,7 @@ def test_bad_task_and_trainer_settings_are_one_line_errors(tmp_path):
                                          r"\(global 4 over 1 replica\); choose a divisor, e.g. "
                                          r"--gin_param='GANTask.bn_group_size = 4'$"):
         trainer.train()
-    task, trainer = make_trainer(tmp_path, global_batch_size=3,
-                                 strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    task, trainer = make_trainer(tmp_path, global_batch_size=3, strategy=two_replicas)
     with pytest.raises(ValueError, match="global batch 3 does not split over 2 replicas"):
         trainer.train()
 
