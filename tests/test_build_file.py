@@ -11,8 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE_DIRS = ("hit", "tests", "tools")
 # Top-level import name -> PyPI distribution in requirements.txt.
 DISTRIBUTIONS = {
-    "absl": "absl-py", "gin": "gin-config", "h5py": "h5py", "keras": "keras", "numpy": "numpy", "pytest": "pytest",
-    "safetensors": "safetensors",
+    "absl": "absl-py", "gin": "gin-config", "h5py": "h5py", "keras": "keras", "numpy": "numpy", "PIL": "pillow",
+    "pytest": "pytest", "safetensors": "safetensors",
     "scipy": "scipy", "tensorboard": "tensorboard", "tensorflow": "tensorflow-cpu",
     "tensorflow_datasets": "tensorflow-datasets",
 }

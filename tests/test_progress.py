@@ -32,3 +32,15 @@ def test_progress_logs_count_rate_and_eta_once_per_interval(monkeypatch):
     assert len(lines) == 1
     progress.done()
     assert lines[-1] == "sampling: 1000 images in 0:00:50"
+
+
+def test_an_unknown_total_logs_count_and_rate_only(monkeypatch):
+    lines = []
+    monkeypatch.setattr(logging, "info", lambda fmt, *args: lines.append(fmt % args))
+    clock = FakeClock()
+    progress = Progress("reading", None, interval=10.0, clock=clock)
+    clock.now += 10.0
+    progress.update(50)
+    clock.now += 10.0
+    progress.update(50)
+    assert lines == ["reading: 50 | 5.0 images/s", "reading: 100 | 5.0 images/s"]

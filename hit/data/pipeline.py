@@ -18,12 +18,14 @@ import gin
 from absl import logging
 import tensorflow as tf
 
-from hit.data import fashion_mnist, ffhq_tfrecords, image_folder, tfds_source
+from hit.data import fashion_mnist, ffhq_tfrecords, image_folder, latents, tfds_source
 from hit.data.preprocessing import preprocess
 from hit.data.random_images import random_images
+from hit.images import to_uint8
 from hit.seeds import stateless_seed
 
-SOURCES = ("random", "fashion_mnist", "folder", "ffhq", "imagenet2012", "celeb_a_hq")
+IMAGE_SOURCES = ("random", "fashion_mnist", "folder", "ffhq", "imagenet2012", "celeb_a_hq")
+SOURCES = IMAGE_SOURCES + ("latents",)  # latents: tools/extract_latents.py's TFRecords (hit.data.latents)
 _STATS = {}  # what the readers counted; folder decoding adds to it while training runs
 _UNDECODABLE = set()  # folder images that failed to decode in this process
 _LOCK = threading.Lock()  # for both: tf.data decodes on several threads
@@ -66,9 +68,9 @@ class DataSource:
     """Where images come from and how they are prepared; gin-configured once for training and evaluation.
 
     name: one of SOURCES. resolution / channels: what the models see. data_dir: TFDS data dir, FFHQ record
-    folder, image folder or Fashion-MNIST IDX folder. manual_dir: TFDS manual downloads. crop: "random",
-    "center" or "fixed" (None: random for ImageNet training, else fixed), crop_proportion: of the shorter
-    side (ImageNet 0.875). with_labels: pass labels through (class-conditional tasks).
+    folder, image folder, Fashion-MNIST IDX folder or latent data set (whose batches hold "latent", not "image").
+    manual_dir: TFDS manual downloads. crop: "random", "center" or "fixed" (None: random for ImageNet training,
+    else fixed), crop_proportion: of the shorter side (ImageNet 0.875). with_labels: pass labels through (class-conditional tasks).
     """
 
     def __init__(self, name="random", resolution=32, channels=3, data_dir=None, manual_dir=None, crop=None,
@@ -82,9 +84,12 @@ class DataSource:
 
     # ---- reading ------------------------------------------------------------------------------------
 
-    def _read(self, split, input_context=None, seed=0):
-        """(unbatched dataset of {"image" | "path" | "image_bytes"[, "label"]}, whether already sharded)."""
+    def _read(self, split, input_context=None, seed=0, shuffle_files=None):
+        """(unbatched dataset of {"image" | "path" | "image_bytes"[, "label"]}, whether already sharded).
+        TFDS files are shuffled for training unless shuffle_files says otherwise."""
         name = self.name
+        if name == "latents":
+            raise ValueError("the latent data set holds no images; it is read by train_dataset / eval_dataset")
         if name == "folder":
             paths, skipped = image_folder.list_checked_images(self.data_dir)
             with _LOCK:  # files found corrupt earlier in this process stay listed: the order must not change
@@ -98,7 +103,8 @@ class DataSource:
         if name == "fashion_mnist":
             return fashion_mnist.fashion_mnist("train" if split == "train" else "test", self.data_dir), False
         return tfds_source.tfds_source(name, self.resolution, split, self.data_dir, self.manual_dir,
-                                       input_context, seed, shuffle_files=split == "train",
+                                       input_context, seed,
+                                       shuffle_files=split == "train" if shuffle_files is None else shuffle_files,
                                        with_labels=self.with_labels), input_context is not None
 
     def _shuffle_buffer(self):
@@ -124,13 +130,17 @@ class DataSource:
     # ---- the two pipelines ---------------------------------------------------------------------------
 
     def train_dataset(self, input_context, global_batch_size, seed, start_step=0):
-        """Per-replica batches {"image": [B, H, W, C] in [-1, 1][, "label"]} for one input pipeline.
+        """Per-replica batches {"image": [B, H, W, C] in [-1, 1][, "label"]} for one input pipeline (a latent
+        data set: {"latent": [B, h, w, c], ...}, see hit.data.latents).
 
         Called by `strategy.distribute_datasets_from_function`: replica r of a step receives the pipeline's
         r-th per-replica batch.
         """
         per_replica = input_context.get_per_replica_batch_size(global_batch_size)
-        if self.name == "random":
+        if self.name == "latents":
+            dataset = latents.train_dataset(self.data_dir, input_context, seed, start_step, self.shuffle_buffer,
+                                            self.with_labels)
+        elif self.name == "random":
             dataset = random_images(self.resolution, self.channels, seed, start=start_step * global_batch_size)
             dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         else:
@@ -154,7 +164,10 @@ class DataSource:
         return dataset.with_options(options)
 
     def eval_dataset(self, batch_size, num_examples=None):
-        """The eval split once, in order: batches {"image"[, "label"]}; the last batch may be smaller."""
+        """The eval split once, in order: batches {"image"[, "label"]}; the last batch may be smaller. A latent
+        data set yields the posterior means of all its latents (it has one split)."""
+        if self.name == "latents":
+            return latents.eval_dataset(self.data_dir, batch_size, num_examples, self.with_labels)
         if self.name == "random":
             dataset = random_images(self.resolution, self.channels, seed=1).take(num_examples or 1000)
         else:
@@ -166,6 +179,45 @@ class DataSource:
                 dataset = dataset.take(num_examples)
             dataset = dataset.map(lambda x: self._prepare(x, False, None), num_parallel_calls=tf.data.AUTOTUNE)
         return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+    def _ordered(self, split):
+        if self.name == "random":
+            return random_images(self.resolution, self.channels, seed=0).map(lambda x: {"image": to_uint8(x["image"])})
+        return self._read("train" if split == "train" else "eval", shuffle_files=False)[0]
+
+    def num_images(self, split="train"):
+        """How many elements ordered_images(split) enumerates, or None when unknown without reading (FFHQ
+        records) or endless (random)."""
+        if self.name == "random":  # 2^62 elements
+            return None
+        count = int(self._ordered(split).cardinality())
+        return count if count >= 0 else None
+
+    def ordered_images(self, split="train", keep=None, limit=None):
+        """The split's images once, in a fixed order, as stored (no shuffle, crop or resize): {"index": position
+        in the split, "image": uint8 (H, W, C), "label": int64, -1 without labels}; only the first `limit`
+        positions if given. `keep(index) -> bool` selects elements before they are decoded; undecodable folder
+        images are dropped as in training."""
+        dataset = self._ordered(split)
+        if limit is not None:
+            dataset = dataset.take(limit)
+        dataset = dataset.enumerate()
+        if keep is not None:
+            dataset = dataset.filter(lambda i, x: keep(i))
+
+        def decode(index, element):
+            if "path" in element:
+                out = _decode_folder_image(element)
+            else:
+                image = element.get("image")
+                out = {"image": image_folder.decode(element["image_bytes"]) if image is None else image,
+                       "ok": tf.constant(True)}
+            label = element["label"] if "label" in element else tf.constant(-1, tf.int64)
+            return {"index": index, "image": out["image"], "label": tf.cast(label, tf.int64), "ok": out["ok"]}
+
+        dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE).filter(lambda x: x["ok"])
+        return dataset.map(lambda x: {k: v for k, v in x.items() if k != "ok"})
 
 
 def make_train_dataset(input_context, global_batch_size, seed, start_step=0):

@@ -1,4 +1,5 @@
-"""Per-image preprocessing (facts 5.2): crop, bicubic antialiased resize, flip, values in [-1, 1].
+"""Per-image preprocessing (facts 5.2): crop, bicubic antialiased resize, flip, values in [-1, 1]; and ADM's centre
+crop, with which GAT's latent data sets are made (GAT facts 3).
 
 Crops keep the aspect ratio: a square of side `crop_proportion * shorter side`, at a random position for
 training and centred for evaluation (ImageNet: 0.875, paper Sec. 4.1); "fixed" resizes the whole image.
@@ -6,6 +7,8 @@ The official code casts the resized image straight to uint8, which lets bicubic 
 (-3.7 -> 253 on CPU); we clip to [0, 255] and round first, so bright and dark edges stay bright and dark.
 """
 
+import numpy as np
+import PIL.Image
 import tensorflow as tf
 
 CROPS = ("random", "center", "fixed")
@@ -62,3 +65,20 @@ def to_channels(image, channels):
     if current == 3 and channels == 1:
         return tf.reduce_mean(image, axis=-1, keepdims=True)
     raise ValueError(f"cannot convert {current} channels to {channels}")
+
+
+def adm_center_crop(image, size):
+    """ADM's (guided-diffusion's) centre crop, uint8 (H, W, C) -> (size, size, C), in PIL as ADM does it: halve
+    with a box filter while the shorter side is at least 2 * size, resize the shorter side to `size` with PIL's
+    bicubic (rounding the other side), then cut the centre square (offsets rounded down)."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 (H, W, C) image, got {image.dtype} of shape {list(image.shape)}")
+    pil = PIL.Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    while min(pil.size) >= 2 * size:
+        pil = pil.resize(tuple(side // 2 for side in pil.size), resample=PIL.Image.BOX)
+    scale = size / min(pil.size)
+    pil = pil.resize(tuple(round(side * scale) for side in pil.size), resample=PIL.Image.BICUBIC)
+    array = np.asarray(pil).reshape(pil.size[1], pil.size[0], image.shape[-1])
+    top, left = (array.shape[0] - size) // 2, (array.shape[1] - size) // 2
+    return np.ascontiguousarray(array[top:top + size, left:left + size])

@@ -1,0 +1,190 @@
+"""Latent data sets (GAT facts 3, 5.5): SD-VAE posterior moments per image, in sharded TFRecords.
+
+tools/extract_latents.py writes them; this module owns the format and reads it for training.
+
+    <data_dir>/latents.json           how the set was made: shapes and dtypes of every field, the source, the VAE
+    <data_dir>/latents-00000.tfrecord  shard k holds source images [k * shard_size, (k + 1) * shard_size), in order
+    <data_dir>/latents-00001.tfrecord.incomplete   a shard being written (renamed when complete)
+
+Each record: "moments" [h, w, 2c] float32 = [mean; std] on channels (EDM2 / REPA's layout), "label" int64 (-1
+when the source has none), and optionally "dino_cls" [768], "dino_patches" [256, 768] (DINOv2 ViT-B/14 features
+of the image, float16 by default) and the same fields of the horizontally flipped image ("moments_flip",
+"dino_cls_flip", "dino_patches_flip").
+
+Reading for training samples a posterior latent per element and step, z = (mean + std * eps) * 0.18215 with eps
+keyed by (seed, start step, element), as GAT does every step (facts 3).
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from hit.models.sd_vae import SCALE_FACTOR, sample_latents
+from hit.seeds import stateless_seed
+
+METADATA = "latents.json"
+SHARD = "latents-{:05d}.tfrecord"
+INCOMPLETE = ".incomplete"
+FORMAT_VERSION = 1
+FEATURE_DTYPES = ("float16", "bfloat16", "float32")
+_HOW_TO = "write one with tools/extract_latents.py"
+
+
+def shard_path(data_dir, index):
+    return os.path.join(data_dir, SHARD.format(index))
+
+
+def field_specs(latent_shape, labels=True, dino_shape=None, flipped=False, feature_dtype="float16"):
+    """{field: {"shape", "dtype"}} of a record. latent_shape: [h, w, c] of the latent (moments have 2c);
+    dino_shape: (width, tokens) of the DINOv2 features, None without them."""
+    if feature_dtype not in FEATURE_DTYPES:
+        raise ValueError(f"unknown feature dtype {feature_dtype!r}; expected one of {FEATURE_DTYPES}")
+    h, w, c = latent_shape
+    fields = {"moments": {"shape": [h, w, 2 * c], "dtype": "float32"}}
+    if dino_shape:
+        width, tokens = dino_shape
+        fields["dino_cls"] = {"shape": [width], "dtype": feature_dtype}
+        fields["dino_patches"] = {"shape": [tokens, width], "dtype": feature_dtype}
+    if flipped:
+        fields.update({f"{name}_flip": dict(spec) for name, spec in list(fields.items())})
+    fields["label"] = {"shape": [], "dtype": "int64"}
+    return fields
+
+
+def write_metadata(data_dir, metadata):
+    """Write latents.json atomically (a temporary file renamed over it)."""
+    tf.io.gfile.makedirs(data_dir)
+    path = os.path.join(data_dir, METADATA)
+    with tf.io.gfile.GFile(path + INCOMPLETE, "w") as f:
+        f.write(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+    tf.io.gfile.rename(path + INCOMPLETE, path, overwrite=True)
+
+
+def read_metadata(data_dir):
+    """The set's latents.json as a dict; one-line errors when the folder or the file is missing or wrong."""
+    path = os.path.join(data_dir or "", METADATA)
+    if not data_dir or not tf.io.gfile.exists(path):
+        raise ValueError(f"no latent data set in {data_dir!r} (missing {METADATA}); {_HOW_TO}")
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            metadata = json.loads(f.read())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}); {_HOW_TO}") from None
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {metadata.get('format_version')}, this code reads "
+                         f"{FORMAT_VERSION}; {_HOW_TO}")
+    return metadata
+
+
+def shard_files(data_dir):
+    """Sorted paths of the complete shards."""
+    files = sorted(tf.io.gfile.glob(os.path.join(data_dir, SHARD.replace("{:05d}", "*"))))
+    if not files:
+        raise ValueError(f"no complete shards ({SHARD.format(0)}, ...) in {data_dir}; {_HOW_TO}")
+    return files
+
+
+def serialize(fields, values):
+    """One record (bytes) from {field: numpy value}, each cast to its field's dtype and checked for shape."""
+    feature = {}
+    for name, spec in fields.items():
+        value = np.asarray(values[name])
+        if list(value.shape) != spec["shape"]:
+            raise ValueError(f"field {name} has shape {list(value.shape)}, expected {spec['shape']}")
+        if spec["dtype"] == "int64":
+            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=value.reshape(-1)))
+        else:
+            raw = tf.cast(value, spec["dtype"]).numpy().tobytes()  # little-endian on every TPU / GPU host
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[raw]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def parse(record, fields):
+    """A serialized record -> {field: tensor}, arrays as float32 of their field's shape, "label" int64."""
+    spec = {name: tf.io.FixedLenFeature([], tf.int64 if s["dtype"] == "int64" else tf.string)
+            for name, s in fields.items()}
+    example = tf.io.parse_single_example(record, spec)
+    out = {}
+    for name, s in fields.items():
+        if s["dtype"] == "int64":
+            out[name] = example[name]
+        else:
+            value = tf.io.decode_raw(example[name], tf.as_dtype(s["dtype"]), little_endian=True)
+            out[name] = tf.reshape(tf.cast(value, tf.float32), s["shape"])
+    return out
+
+
+def posterior(moments):
+    """[h, w, 2c] moments -> (mean, std), each [h, w, c]."""
+    mean, std = tf.split(moments, 2, axis=-1)
+    return mean, std
+
+
+def sample(element, seed, with_labels=True):
+    """A parsed record -> {"latent": (mean + std * eps) * 0.18215[, "latent_flip"], "label", DINOv2 fields}.
+    The flipped image's latent uses an independent eps (seed folded with 1)."""
+    out = {}
+    for name, value in element.items():
+        if name.startswith("moments"):
+            key = seed if name == "moments" else tf.random.experimental.stateless_fold_in(
+                tf.cast(seed, tf.int64), tf.constant(1, tf.int64), alg="philox")
+            out[name.replace("moments", "latent")] = sample_latents(*posterior(value), key)
+        elif name != "label" or with_labels:
+            out[name] = value
+    return out
+
+
+def record_bytes(fields):
+    """Approximate serialized size of one record."""
+    return sum(int(np.prod(s["shape"])) * tf.as_dtype(s["dtype"]).size for s in fields.values())
+
+
+def train_dataset(data_dir, input_context, seed, start_step=0, shuffle_buffer=2048, with_labels=True):
+    """Endless elements {"latent": [h, w, c], "label"?, DINOv2 fields?} for one input pipeline.
+
+    Shards are split between input pipelines (whole files when there are at least as many files, else
+    records); files are visited in a seeded order, read in turn, and shuffled in a buffer of at most 1 GiB."""
+    fields = _fields_for(data_dir, with_labels)
+    files = shard_files(data_dir)
+    pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+    by_file = len(files) >= pipelines
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if by_file:
+        dataset = dataset.shard(pipelines, index)
+    order_seed = int(seed) * 1_000_003 + int(start_step)
+    dataset = dataset.shuffle(len(files), seed=order_seed, reshuffle_each_iteration=True)
+    dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(files)), block_length=1)
+    if not by_file:
+        dataset = dataset.shard(pipelines, index)
+    buffer = max(1, min(shuffle_buffer, 2**30 // record_bytes(fields)))
+    dataset = dataset.shuffle(buffer, seed=order_seed + 1, reshuffle_each_iteration=True).repeat().enumerate()
+    return dataset.map(lambda i, r: sample(parse(r, fields), stateless_seed("data", seed, start_step, i),
+                                           with_labels), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def eval_dataset(data_dir, batch_size, num_examples=None, with_labels=True):
+    """The set once, in source order: batches {"latent": posterior mean * 0.18215, "label"?, DINOv2 fields?}."""
+    fields = _fields_for(data_dir, with_labels)
+    dataset = tf.data.TFRecordDataset(shard_files(data_dir))
+    if num_examples:
+        dataset = dataset.take(num_examples)
+
+    def mean_latent(record):
+        element = parse(record, fields)
+        out = {k.replace("moments", "latent"): posterior(v)[0] * SCALE_FACTOR if k.startswith("moments") else v
+               for k, v in element.items()}
+        if not with_labels:
+            out.pop("label")
+        return out
+
+    return dataset.map(mean_latent, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _fields_for(data_dir, with_labels):
+    metadata = read_metadata(data_dir)
+    if with_labels and not metadata.get("labels", False):
+        raise ValueError(f"the latent data set in {data_dir} has no labels (its source {metadata.get('source')} "
+                         "had none); set DataSource.with_labels = False or extract from a labelled source")
+    return metadata["fields"]

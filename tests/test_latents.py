@@ -1,0 +1,338 @@
+"""Latent data sets (GAT facts 3): ADM's centre crop, tools/extract_latents.py on images the test writes (tiny
+VAE and DINOv2 with random weights), the records against the models applied directly, resume after an interrupted
+shard, the latents source (posterior sampling, scale factor, determinism, sharding) and tools/decode_latents.py."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import PIL.Image
+import pytest
+import tensorflow as tf
+from safetensors.numpy import save_file
+
+from hit.data import latents
+from hit.data.pipeline import DataSource
+from hit.data.preprocessing import adm_center_crop
+from hit.models.dinov2 import DINOv2, hf_weight_map
+from hit.models.sd_vae import SCALE_FACTOR, SDVAE, conv_weight, linear_weight, sample_latents, weight_mapping
+from hit.seeds import stateless_seed
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from extract_latents import Encoder, extract  # noqa: E402
+
+# f8 like SD's VAE (four levels), tiny: 32 px images -> 4 x 4 x 4 latents.
+TINY_VAE = dict(channels=8, channel_multipliers=(1, 1, 1, 1), num_res_blocks=1, groups=4)
+TINY_DINO = dict(image_size=28, patch_size=14, width=16, depth=1, heads=2, position_grid=4)
+SIZES = [(40, 56), (64, 48), (32, 32), (100, 80), (70, 64)]  # (H, W): upscaled, box-halved, as is, ...
+
+
+@pytest.fixture(scope="module")
+def models():
+    keras.utils.set_random_seed(0)
+    vae = SDVAE(32, **TINY_VAE).build_symbolic()
+    dino = DINOv2(**TINY_DINO)
+    return vae, dino
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """10 PNGs of several sizes; returns (folder, the images in listing order)."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(10):
+        h, w = SIZES[i % len(SIZES)]
+        y, x = np.mgrid[:h, :w]
+        image = np.stack([x * 255 // w, y * 255 // h, rng.integers(0, 256, (h, w))], -1).astype(np.uint8)
+        tf.io.write_file(str(root / f"{i:02d}.png"), tf.io.encode_png(image))
+        images.append(image)
+    return str(root), images
+
+
+def fields_of(path):
+    """{field: numpy arrays of every record} of the set in `path`, in shard order."""
+    out = {}
+    meta = latents.read_metadata(path)
+    for record in tf.data.TFRecordDataset(latents.shard_files(path)):
+        for name, value in latents.parse(record, meta["fields"]).items():
+            out.setdefault(name, []).append(value.numpy())
+    return {name: np.stack(values) for name, values in out.items()}
+
+
+# ---- ADM's centre crop ------------------------------------------------------------------------------------------
+
+def test_adm_crop_box_halves_then_cuts_the_centre():
+    # 64 x 80 at size 32: the shorter side is 2 x 32, so one 2x2 box average (32 x 40), then the centre 32 columns.
+    image = np.random.default_rng(1).integers(0, 256, (64, 80, 3)).astype(np.uint8)
+    box = image.reshape(32, 2, 40, 2, 3).astype(np.float64).mean(axis=(1, 3))
+    got = adm_center_crop(image, 32)
+    assert got.shape == (32, 32, 3) and got.dtype == np.uint8
+    np.testing.assert_allclose(got, box[:, 4:36], atol=1)
+
+
+def test_adm_crop_resizes_the_shorter_side_and_centres():
+    # 40 x 56 -> 32 x round(44.8) = 45 with PIL's bicubic, then columns 6 .. 38; gray images keep one channel.
+    image = np.zeros((40, 56, 1), np.uint8)
+    image[:, 28:] = 255  # the left half dark: the edge stays in the middle of the crop
+    got = adm_center_crop(image, 32)
+    assert got.shape == (32, 32, 1)
+    expected = np.asarray(PIL.Image.fromarray(image[..., 0]).resize((45, 32), PIL.Image.BICUBIC))[:, 6:38]
+    np.testing.assert_array_equal(got[..., 0], expected)
+    assert (got[:, :14] == 0).all() and (got[:, 18:] == 255).all()
+    with pytest.raises(ValueError, match="expected a uint8"):
+        adm_center_crop(np.zeros((8, 8, 3), np.float32), 4)
+
+
+# ---- extraction -------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def extracted(models, folder, tmp_path_factory):
+    vae, dino = models
+    out = str(tmp_path_factory.mktemp("latents"))
+    source = DataSource("folder", resolution=32, data_dir=folder[0])
+    summary = extract(source, out, Encoder(vae, dino, flipped=True, batch_size=4), resolution=32, shard_size=4)
+    assert summary.startswith("wrote 10 images in 3 shards")
+    return out
+
+
+def test_records_hold_the_models_outputs_in_source_order(models, folder, extracted):
+    vae, dino = models
+    assert sorted(os.listdir(extracted)) == sorted([latents.METADATA] + [latents.SHARD.format(k) for k in range(3)])
+    got = fields_of(extracted)
+    crops = np.stack([adm_center_crop(image, 32) for image in folder[1]])
+    for suffix, view in (("", crops), ("_flip", crops[:, :, ::-1])):
+        mean, std = vae.encode(tf.cast(view, tf.float32) / 127.5 - 1.0)
+        np.testing.assert_allclose(got["moments" + suffix], np.concatenate([mean, std], -1), atol=1e-5)
+        cls, patches = dino.features(tf.constant(view))
+        np.testing.assert_allclose(got["dino_cls" + suffix], cls, rtol=2e-3, atol=2e-3)  # stored as float16
+        np.testing.assert_allclose(got["dino_patches" + suffix], patches, rtol=2e-3, atol=2e-3)
+    assert got["moments"].shape == (10, 4, 4, 8) and got["dino_patches"].shape == (10, 4, 16)
+    np.testing.assert_array_equal(got["label"], -1)
+    meta = latents.read_metadata(extracted)
+    assert meta["fields"]["dino_cls"]["dtype"] == "float16" and meta["labels"] is False
+    assert meta["num_images"] == 10 and meta["scale_factor"] == SCALE_FACTOR
+
+
+def test_eval_dataset_gives_scaled_posterior_means(extracted):
+    got = fields_of(extracted)
+    batches = list(DataSource("latents", data_dir=extracted, with_labels=False).eval_dataset(3))
+    assert [len(b["latent"]) for b in batches] == [3, 3, 3, 1]
+    np.testing.assert_allclose(np.concatenate([b["latent"] for b in batches]),
+                               got["moments"][..., :4] * SCALE_FACTOR, rtol=1e-6)
+    with pytest.raises(ValueError, match="has no labels"):
+        DataSource("latents", data_dir=extracted, with_labels=True).eval_dataset(3)
+
+
+def test_labels_and_the_center_crop_from_fashion_mnist(models, tmp_path):
+    vae, _ = models
+    source = DataSource("fashion_mnist", resolution=32, with_labels=True)
+    extract(source, str(tmp_path), Encoder(vae, batch_size=4), resolution=32, crop="center", num_images=6,
+            shard_size=8)
+    got = fields_of(str(tmp_path))
+    assert set(got) == {"moments", "label"} and got["moments"].shape == (6, 4, 4, 8)
+    np.testing.assert_array_equal(got["label"], [9, 0, 0, 3, 0, 2])  # the first Fashion-MNIST training labels
+    batch = next(iter(DataSource("latents", data_dir=str(tmp_path), with_labels=True).eval_dataset(6)))
+    np.testing.assert_array_equal(batch["label"], [9, 0, 0, 3, 0, 2])
+
+
+class Interrupted(Exception):
+    pass
+
+
+class FailingEncoder(Encoder):
+    """Raises on its `fail_at`-th call, like a preempted machine."""
+
+    def __init__(self, *args, fail_at, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls, self.fail_at = 0, fail_at
+
+    def __call__(self, images):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise Interrupted()
+        return super().__call__(images)
+
+
+def test_resume_redoes_the_half_written_shard_only(models, folder, extracted, tmp_path, caplog):
+    vae, dino = models
+    source = DataSource("folder", resolution=32, data_dir=folder[0])
+    out = str(tmp_path)
+    # Batches of 2, shards of 4: calls 1-2 complete shard 0, call 3 starts shard 1, call 4 dies.
+    with pytest.raises(Interrupted):
+        extract(source, out, FailingEncoder(vae, dino, True, batch_size=2, fail_at=4), resolution=32, shard_size=4)
+    assert sorted(os.listdir(out)) == sorted([latents.METADATA, latents.SHARD.format(0),
+                                              latents.SHARD.format(1) + latents.INCOMPLETE])
+    assert len(latents.shard_files(out)) == 1  # readers see only the complete shard
+    before = os.path.getmtime(os.path.join(out, latents.SHARD.format(0)))
+    caplog.set_level("INFO")
+    encoder = FailingEncoder(vae, dino, True, batch_size=2, fail_at=0)
+    summary = extract(source, out, encoder, resolution=32, shard_size=4)
+    assert summary.startswith("wrote 6 images in 2 shards") and encoder.calls == 3
+    assert "redoing the half-written shard 1" in caplog.text
+    assert os.path.getmtime(os.path.join(out, latents.SHARD.format(0))) == before  # finished shards untouched
+    resumed, whole = fields_of(out), fields_of(extracted)
+    for name in whole:
+        np.testing.assert_allclose(resumed[name], whole[name], atol=1e-5, err_msg=name)
+    assert extract(source, out, encoder, resolution=32, shard_size=4).startswith("all 3 shards")
+    with pytest.raises(ValueError, match=r"other settings \(shard_size: \[4\] there, \[5\] now\)"):
+        extract(source, out, encoder, resolution=32, shard_size=5)
+
+
+def test_tasks_split_the_shards(models, folder, tmp_path):
+    vae, _ = models
+    source = DataSource("folder", resolution=32, data_dir=folder[0])
+    for task in (1, 0):
+        extract(source, str(tmp_path), Encoder(vae, batch_size=4), resolution=32, shard_size=3, task_index=task,
+                num_tasks=2)
+        files = sorted(f for f in os.listdir(tmp_path) if f.endswith(".tfrecord"))
+        assert files == ([latents.SHARD.format(k) for k in (1, 3)] if task else
+                         [latents.SHARD.format(k) for k in range(4)])
+    assert len(fields_of(str(tmp_path))["moments"]) == 10
+
+
+def test_two_replicas_give_the_same_records(models, folder, extracted, tmp_path, two_replicas):
+    vae, dino = models
+    source = DataSource("folder", resolution=32, data_dir=folder[0])
+    extract(source, str(tmp_path), Encoder(vae, dino, True, two_replicas, batch_size=4), resolution=32,
+            shard_size=4)
+    mirrored, single = fields_of(str(tmp_path)), fields_of(extracted)
+    for name in single:
+        np.testing.assert_allclose(mirrored[name], single[name], atol=1e-5, err_msg=name)
+    with pytest.raises(ValueError, match="batch_size 3 is not divisible by the 2 replicas"):
+        Encoder(vae, strategy=two_replicas, batch_size=3)
+
+
+# ---- the latents source ------------------------------------------------------------------------------------------
+
+def one_shard_set(models, folder, path):
+    """The folder's 10 images in one shard, with DINOv2 features (an identity per record)."""
+    vae, dino = models
+    extract(DataSource("folder", resolution=32, data_dir=folder[0]), path, Encoder(vae, dino, batch_size=5),
+            resolution=32, shard_size=16)
+    return fields_of(path)
+
+
+def test_training_samples_the_posterior_per_element_and_step(models, folder, tmp_path):
+    stored = one_shard_set(models, folder, str(tmp_path))
+    source = DataSource("latents", data_dir=str(tmp_path), with_labels=False, shuffle_buffer=1)
+    context = tf.distribute.InputContext()
+
+    def first(seed, start_step=0, n=12):
+        return next(iter(source.train_dataset(context, n, seed, start_step)))
+
+    batch = first(seed=3)
+    assert batch["latent"].shape == (12, 4, 4, 4) and "label" not in batch and batch["dino_cls"].shape == (12, 16)
+    for i in range(12):  # one file, buffer 1: element i is record i mod 10
+        mean, std = np.split(stored["moments"][i % 10], 2, axis=-1)
+        expected = sample_latents(mean, std, stateless_seed("data", 3, 0, i))
+        np.testing.assert_allclose(batch["latent"][i], expected, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(batch["dino_cls"][i], stored["dino_cls"][i % 10])
+    assert not np.allclose(batch["latent"][0], batch["latent"][10])  # the same record, a new draw on the next pass
+    np.testing.assert_array_equal(first(seed=3)["latent"], batch["latent"])  # deterministic under the seed
+    assert not np.allclose(first(seed=4)["latent"], batch["latent"])
+    assert not np.allclose(first(seed=3, start_step=1)["latent"], batch["latent"])
+
+
+def test_input_pipelines_read_disjoint_shards(models, folder, extracted):
+    def ids(pipeline):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline)
+        dataset = DataSource("latents", data_dir=extracted, with_labels=False).train_dataset(context, 1, 0)
+        return {tuple(np.round(b["dino_cls"][0], 3)) for b in dataset.take(6)}
+
+    stored = {tuple(np.round(v, 3)) for v in fields_of(extracted)["dino_cls"]}
+    first, second = ids(0), ids(1)
+    assert first | second == stored and not first & second  # shards 0, 2 (6 images) and shard 1 (4)
+    assert len(first) == 6 and len(second) == 4
+
+
+def test_missing_or_bad_sets_are_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"no latent data set in .*missing latents.json.*extract_latents"):
+        latents.read_metadata(str(tmp_path))
+    latents.write_metadata(str(tmp_path), {"format_version": 1, "labels": False,
+                                           "fields": latents.field_specs([4, 4, 4])})
+    with pytest.raises(ValueError, match="no complete shards"):
+        DataSource("latents", data_dir=str(tmp_path), with_labels=False).eval_dataset(2)
+    (tmp_path / latents.METADATA).write_text("{")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        latents.read_metadata(str(tmp_path))
+    with pytest.raises(ValueError, match="field moments has shape"):
+        latents.serialize(latents.field_specs([4, 4, 4]), {"moments": np.zeros((4, 4, 4)), "label": 0})
+
+
+# ---- the command-line tools ------------------------------------------------------------------------------------
+
+def vae_file(vae, path):
+    """The model's weights as an ldm-named .safetensors file (the loader's mapping, inverted)."""
+    inverse = {conv_weight: lambda w: np.transpose(w, (3, 2, 0, 1)), linear_weight: lambda w: w[0, 0].T}
+    variables = {v.path: v.numpy() for v in vae.weights}
+    save_file({key: np.ascontiguousarray(inverse.get(t, lambda w: w)(variables[p]))
+               for p, (key, t) in weight_mapping(vae, "ldm").items()}, path)
+
+
+def dino_file(dino, path):
+    save_file({name: np.ascontiguousarray(v.numpy() if perm is None else np.transpose(v.numpy(), np.argsort(perm)))
+               for name, (v, perm) in hf_weight_map(dino).items()}, path)
+
+
+def run_tool(*args):
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_command_lines_extract_and_decode(models, folder, extracted, tmp_path):
+    vae, dino = models
+    vae_file(vae, str(tmp_path / "vae.safetensors"))
+    dino_file(dino, str(tmp_path / "dino.safetensors"))
+    out = tmp_path / "set"
+    result = run_tool("tools/extract_latents.py", "--source=folder", f"--data_dir={folder[0]}", "--resolution=32",
+                      f"--vae_weights={tmp_path / 'vae.safetensors'}", f"--vae_config={json.dumps(TINY_VAE)}",
+                      f"--dinov2_weights={tmp_path / 'dino.safetensors'}", f"--dinov2_config={json.dumps(TINY_DINO)}",
+                      "--flipped", "--shard_size=4", "--batch_size=4", f"--output_dir={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "wrote 10 images in 3 shards" in result.stdout
+    cli, direct = fields_of(str(out)), fields_of(extracted)
+    for name in direct:
+        np.testing.assert_allclose(cli[name], direct[name], atol=1e-5, err_msg=name)
+    assert latents.read_metadata(str(out))["weights"] == {"vae": "vae.safetensors", "dinov2": "dino.safetensors"}
+
+    np.save(tmp_path / "latents.npy", fields_of(extracted)["moments"][:3, ..., :4] * SCALE_FACTOR)
+    for given in (out, tmp_path / "latents.npy"):
+        result = run_tool("tools/decode_latents.py", f"--vae_weights={tmp_path / 'vae.safetensors'}",
+                          f"--vae_config={json.dumps(TINY_VAE)}", f"--latents={given}", "--num_images=3",
+                          f"--output={tmp_path / 'grid.png'}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        grid = tf.io.decode_png(tf.io.read_file(str(tmp_path / "grid.png"))).numpy()
+        assert grid.shape == (64, 64, 3)  # 3 images of 32 x 32 on a 2 x 2 grid
+    decoded = vae.decode(tf.constant(fields_of(extracted)["moments"][:3, ..., :4] * SCALE_FACTOR))
+    expected = tf.cast(tf.round((tf.clip_by_value(decoded, -1, 1) + 1) * 127.5), tf.uint8).numpy()
+    np.testing.assert_allclose(grid[:32, :32].astype(int), expected[0].astype(int), atol=1)
+
+    np.save(tmp_path / "bad.npy", np.zeros((2, 4, 4, 3), np.float32))
+    result = run_tool("tools/decode_latents.py", f"--vae_weights={tmp_path / 'vae.safetensors'}",
+                      f"--vae_config={json.dumps(TINY_VAE)}", f"--latents={tmp_path / 'bad.npy'}",
+                      f"--output={tmp_path / 'x.png'}")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (f"error: {tmp_path / 'bad.npy'} holds latents of shape "
+                                                      "[2, 4, 4, 3]; the VAE decodes [N, h, w, 4]")
+    result = run_tool("tools/extract_latents.py", "--source=random", f"--vae_weights={tmp_path / 'vae.safetensors'}",
+                      f"--vae_config={json.dumps(TINY_VAE)}", "--resolution=32", f"--output_dir={tmp_path / 'r'}")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == "error: the random source is endless; give --num_images"
+
+
+def test_the_training_iterator_checkpoints_and_resumes(extracted, tmp_path):
+    dataset = DataSource("latents", data_dir=extracted, with_labels=False, shuffle_buffer=4).train_dataset(
+        tf.distribute.InputContext(), 3, seed=0)
+    iterator = iter(dataset)
+    next(iterator)
+    path = tf.train.Checkpoint(data=iterator).save(str(tmp_path / "ckpt"))
+    expected = [next(iterator)["latent"].numpy() for _ in range(4)]
+    restored = iter(dataset)
+    tf.train.Checkpoint(data=restored).restore(path).assert_consumed()
+    for batch in expected:
+        np.testing.assert_array_equal(next(restored)["latent"], batch)
