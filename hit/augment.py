@@ -1,4 +1,5 @@
-"""DiffAugment for bCR (hit_official_facts §4) in core TensorFlow: stateless, static shapes, XLA-compilable.
+"""DiffAugment for bCR (hit_official_facts §4) and for GAT's latents (GAT facts 5.6) in core TensorFlow: stateless,
+static shapes, XLA-compilable.
 
 Images are NHWC floats in [-1, 1]. The official policy "color,translation,cutout" does, per sample, in this order:
     brightness   x + U(-0.5, 0.5)
@@ -9,6 +10,8 @@ Images are NHWC floats in [-1, 1]. The official policy "color,translation,cutout
                  the center row is in [0, H] for an even side, [0, H - 1] for an odd one (columns alike)
 "flip" (mirror with probability 0.5) runs last and only when the policy names it: the paper mentions flips but
 the official policy has none. Nothing is clipped afterwards, as in the official code; 0 is mid-gray.
+GAT applies "color,translation,cutout,flip" to 4-channel latents (or to each of its four levels, with the same
+parameters), with flip probability 0.4 and the brightness shift on half of the samples.
 
 DESIGN.md: "each op returns its parameters so they can be replayed". `draw_augment_params` returns per-sample
 tensors (axis 0 is the sample), `apply_augment` applies them, and `slice_params` cuts one replica's rows out of
@@ -184,12 +187,18 @@ def _uniform_ints(seed, batch_size, ranges):
     return tf.stack(columns, axis=1)
 
 
-def draw_augment_params(seed, batch_size, height, width, policy=DEFAULT_POLICY, flip_probability=0.5):
+def draw_augment_params(seed, batch_size, height, width, policy=DEFAULT_POLICY, flip_probability=0.5,
+                        brightness_probability=1.0):
     """Per-sample parameters for the policy's ops, a pure function of `seed` ([2] int32 / int64).
 
     Returns a dict with, for the ops in the policy: brightness, saturation, contrast ([B] float32),
     translation ([B, 2] int32 (dy, dx)), cutout_center ([B, 2] int32 (cy, cx)), flip ([B] bool).
+    brightness_probability < 1 shifts only that fraction of the samples (the others get 0): GAT's colour op,
+    "for 50% of samples, add U(-0.5, 0.5)" (GAT facts 5.6); HiT's DiffAugment shifts every sample.
     """
+    if not (0.0 <= flip_probability <= 1.0 and 0.0 <= brightness_probability <= 1.0):
+        raise ValueError(f"augmentation probabilities must be in [0, 1], got flip {flip_probability}, "
+                         f"brightness {brightness_probability}")
     ops = policy_ops(policy)
     seed = _seed(seed)
     names = [name for op in _POLICY_OPS if op in ops for name in _POLICY_OPS[op]]
@@ -204,7 +213,11 @@ def draw_augment_params(seed, batch_size, height, width, policy=DEFAULT_POLICY, 
         "cutout_center": lambda s: _uniform_ints(s, batch_size, [(0, center_h), (0, center_w)]),
         "flip": lambda s: _uniform(s, batch_size, 0.0, 1.0) < flip_probability,
     }
-    return {name: draw[name](seeds[name]) for name in _ORDER if name in seeds}
+    params = {name: draw[name](seeds[name]) for name in _ORDER if name in seeds}
+    if "brightness" in params and brightness_probability < 1.0:  # a coin per sample; the shifts stay as drawn
+        coin = _uniform(_fold(seeds["brightness"], len(_ORDER)), batch_size, 0.0, 1.0) < brightness_probability
+        params["brightness"] = tf.where(coin, params["brightness"], 0.0)
+    return params
 
 
 def apply_augment(images, params):
@@ -219,11 +232,12 @@ def apply_augment(images, params):
     return x
 
 
-def diff_augment(images, seed, policy=DEFAULT_POLICY, flip_probability=0.5):
+def diff_augment(images, seed, policy=DEFAULT_POLICY, flip_probability=0.5, brightness_probability=1.0):
     """(augmented images, parameters) = apply_augment(images, draw_augment_params(seed, ...))."""
     x = _images(images)
     batch_size = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
-    params = draw_augment_params(seed, batch_size, x.shape[1], x.shape[2], policy, flip_probability)
+    params = draw_augment_params(seed, batch_size, x.shape[1], x.shape[2], policy, flip_probability,
+                                 brightness_probability)
     return apply_augment(x, params), params
 
 

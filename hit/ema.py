@@ -19,9 +19,12 @@ def _relative_paths(model):
 
 
 class ExponentialMovingAverage:
-    """ema <- w at step == start_step (a hard copy); ema <- ema - (1 - decay)(ema - w) after it; nothing before."""
+    """ema <- w at step == start_step (a hard copy); ema <- ema - (1 - decay)(ema - w) after it; nothing before.
 
-    def __init__(self, model, ema_model, decay=0.999, start_step=10):
+    copy_non_trainable: non-trainable variables (buffers such as GAT's w_avg) are copied at every update instead of
+    averaged (StyleGAN's convention); the HiT GAN averages its BatchNorm statistics too (the default)."""
+
+    def __init__(self, model, ema_model, decay=0.999, start_step=10, copy_non_trainable=False):
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
         source, target = _relative_paths(model), _relative_paths(ema_model)
@@ -37,6 +40,7 @@ class ExponentialMovingAverage:
                                  f"its source {variable.shape}")
         self.decay = decay
         self.start_step = start_step
+        self.copied = {id(variable) for _, variable in self.pairs if copy_non_trainable and not variable.trainable}
 
     def update(self, step):
         """Call once after every optimizer step with the global step reached (1 after the first step)."""
@@ -45,5 +49,8 @@ class ExponentialMovingAverage:
         copy = tf.equal(step, self.start_step)
         for ema_variable, variable in self.pairs:
             ema_value, value = ema_variable.value, variable.value
+            if id(variable) in self.copied:
+                ema_variable.assign(tf.where(step >= self.start_step, value, ema_value))
+                continue
             averaged = ema_value - tf.cast(rate, ema_value.dtype) * (ema_value - value)
             ema_variable.assign(tf.where(copy, value, averaged))

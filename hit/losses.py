@@ -1,4 +1,4 @@
-"""Adversarial losses as pure functions of the discriminator's logits (paper A.4, facts 4)."""
+"""Adversarial losses as pure functions of the discriminator's logits (paper A.4, facts 4; GAT facts 5.3)."""
 
 import tensorflow as tf
 
@@ -24,3 +24,13 @@ def generator_loss(fake_logits, loss_type="non_saturating"):
     if loss_type == "hinge":
         return -tf.reduce_mean(fake_logits)
     return tf.reduce_mean(tf.nn.softplus(-fake_logits))
+
+
+def relativistic_discriminator_loss(real_logits, fake_logits):
+    """RpGAN (GAT facts 5.3, as R3GAN): mean softplus(-(D(x) - D(G(z)))), reals and fakes paired by index."""
+    return tf.reduce_mean(tf.nn.softplus(-(real_logits - fake_logits)))
+
+
+def relativistic_generator_loss(real_logits, fake_logits):
+    """RpGAN's G side: mean softplus(-(D(G(z)) - D(x))); the caller stops the gradient through D(x)."""
+    return tf.reduce_mean(tf.nn.softplus(-(fake_logits - real_logits)))

@@ -8,7 +8,8 @@ import pytest
 
 from hit.main import REPO_ROOT, parse_gin
 from hit.models import DISCRIMINATOR_PRESETS, GENERATOR_PRESETS, VQHIT_PRESETS
-from hit.tasks import VQHiTTask
+from hit.models.presets import GAT_DISCRIMINATOR_PRESETS, GAT_GENERATOR_PRESETS
+from hit.tasks import GATTask, VQHiTTask
 from hit.train import Trainer
 
 # file: (generator, discriminator, learning rate, bCR weight, global batch, steps, data set, resolution)
@@ -44,6 +45,27 @@ def test_the_vqhit_run_carries_the_papers_settings():
     assert (preset["num_codes"], preset["embedding_dim"], preset["encoder_multipliers"]) == (1024, 256, (1, 1, 2, 2, 4))
 
 
+def test_the_gat_runs_carry_the_official_recipe(tmp_path):
+    """GAT facts 2.1, 5: one file per size at patch 2, batch 512, 100k steps (40 epochs), lr 2e-4 * 768 / width,
+    AdamW(0, 0.99, eps 1e-8, no decay), clip 1, RpGAN + 0.05 aR1 + 0.05 aR2 + REPA 1.0, EMA 0.999, bf16."""
+    widths = {"s": 384, "b": 768, "l": 1024, "xl": 1152}
+    assert {os.path.basename(p) for p in ALL_FILES if p.startswith("gin/gat/")} == {
+        f"imagenet_256_{s}_2.gin" for s in widths}
+    for size, width in widths.items():
+        gin.clear_config()
+        parse_gin([f"gin/gat/imagenet_256_{size}_2.gin"], [])
+        task = Trainer(model_dir=str(tmp_path)).task
+        assert (task.generator_preset, task.discriminator_preset) == (f"gat_{size}_2", f"gat_{size}_2")
+        assert task.generator_lr == task.discriminator_lr == pytest.approx(2e-4 * 768 / width)
+        assert task.adamw == dict(beta_1=0.0, beta_2=0.99, epsilon=1e-8, weight_decay=0.0, clip_norm=1.0)
+        assert (task.r1_weight, task.r2_weight, task.penalty_sigma, task.repa_weight) == (0.05, 0.05, 0.01, 1.0)
+        assert (task.ema_decay, task.precision, task.flip_probability) == (0.999, "bfloat16", 0.4)
+        q = gin.query_parameter
+        assert (q("hit.train.Trainer.global_batch_size"), q("hit.train.Trainer.train_steps")) == (512, 100_000)
+        assert q("hit.data.DataSource.name") == "latents" and q("hit.data.DataSource.with_labels")
+    gin.clear_config()
+
+
 def test_every_paper_run_has_a_file():
     assert {os.path.basename(p) for p in ALL_FILES if p.startswith("gin/hit/")} == set(PAPER_RUNS)
 
@@ -54,9 +76,11 @@ def test_gin_file_parses_and_builds_its_trainer(path, tmp_path):
     trainer = Trainer(model_dir=str(tmp_path))  # constructs the task, which validates presets and policies
     if isinstance(trainer.task, VQHiTTask):
         output_size = VQHIT_PRESETS[trainer.task.model_preset]["resolution"]
+    elif isinstance(trainer.task, GATTask):
+        output_size = GAT_GENERATOR_PRESETS[trainer.task.generator_preset]["resolution"]
     else:
         output_size = GENERATOR_PRESETS[trainer.task.generator_preset]["output_size"]
-    discriminator = DISCRIMINATOR_PRESETS[trainer.task.discriminator_preset]
+    discriminator = {**DISCRIMINATOR_PRESETS, **GAT_DISCRIMINATOR_PRESETS}[trainer.task.discriminator_preset]
     assert output_size == discriminator["resolution"] == gin.query_parameter("hit.data.DataSource.resolution")
     assert trainer.global_batch_size % 8 == 0 or "demo" in path  # splits over 8-core TPU slices
 

@@ -21,9 +21,9 @@ from hit.models.dinov2 import DINOv2, hf_weight_map
 from hit.models.sd_vae import SCALE_FACTOR, SDVAE, conv_weight, linear_weight, sample_latents, weight_mapping
 from hit.seeds import stateless_seed
 
+from hit.data.latent_extraction import Encoder, extract
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-from extract_latents import Encoder, extract  # noqa: E402
 
 # f8 like SD's VAE (four levels), tiny: 32 px images -> 4 x 4 x 4 latents.
 TINY_VAE = dict(channels=8, channel_multipliers=(1, 1, 1, 1), num_res_blocks=1, groups=4)

@@ -2,6 +2,7 @@
 
     python tools/model_summary.py --preset=hit_b_256
     python tools/model_summary.py --preset=vqhit_imagenet_256   # encoder, quant_conv, codebook, decoder counts
+    python tools/model_summary.py --preset=gat_xl_2             # GAT G, D and REPA projector counts
 """
 
 import json
@@ -13,9 +14,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 import hit  # noqa: E402,F401  (selects the TensorFlow backend)
-from hit.models import VQHIT_PRESETS, get_generator, get_vqhit  # noqa: E402
+import keras  # noqa: E402
+from hit.models import (GAT_DISCRIMINATOR_PRESETS, GAT_GENERATOR_PRESETS, VQHIT_PRESETS,  # noqa: E402
+                        get_discriminator, get_generator, get_vqhit)
+from hit.models.gat import count_parameters  # noqa: E402
 
-_PRESET = flags.DEFINE_string("preset", None, "Generator or VQ-HiT preset, e.g. hit_b_256.", required=True)
+_PRESET = flags.DEFINE_string("preset", None, "Generator (HiT or GAT) or VQ-HiT preset, e.g. hit_b_256 or gat_s_2.",
+                              required=True)
 
 
 def count(variables):
@@ -36,10 +41,35 @@ def summarize_vqhit(preset):
     }
 
 
+def summarize_gat(preset):
+    """Trainable parameters of a GAT preset's generator, discriminator (without the REPA projector) and REPA
+    projector, and the shapes they work on. The models are built in a StatelessScope that never draws their
+    weights: the counts come from the variables' shapes (XL's 1.07 billion values would take seconds and GBs); the
+    undrawn variables die with this process."""
+    with keras.StatelessScope(initialize_variables=False):
+        generator = get_generator(preset)
+        discriminator = get_discriminator(preset, repa=True)  # the projector's size even where the preset has none
+    r, p = generator.resolution, generator.patch_size
+    return {
+        "preset": preset,
+        "generator_params": generator.parameter_counts()["generator"],
+        "generator_non_trainable_params": count_parameters(generator.non_trainable_variables),  # w_avg
+        "discriminator_params": discriminator.parameter_counts()["discriminator"],
+        "repa_projector_params": discriminator.parameter_counts()["repa_projector"],
+        "preset_has_repa": bool(GAT_DISCRIMINATOR_PRESETS[preset].get("repa", False)),
+        "width": generator.width, "depth": len(generator.blocks), "patch_size": p, "tokens": (r // p) ** 2,
+        "head_blocks": list(generator.head_blocks),
+        "latent_shape": [r, r, generator.output_channels],
+        "discriminator_input_shape": [r, r, discriminator.input_channels],
+    }
+
+
 def summarize(preset):
     """Parameter counts (trainable / non-trainable) and, per stage, its output and running image."""
     if preset in VQHIT_PRESETS:
         return summarize_vqhit(preset)
+    if preset in GAT_GENERATOR_PRESETS:
+        return summarize_gat(preset)
     generator = get_generator(preset)
     stages = []
     for i, shapes in enumerate(generator.stage_shapes()):

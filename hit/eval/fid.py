@@ -6,6 +6,8 @@ code's `tfp.stats.covariance * n / (n - 1)`. Tr sqrt(C1 C2) uses the symmetric f
 whose eigenvalues are real and non-negative (rounding aside), instead of a general matrix square root.
 """
 
+from typing import NamedTuple, Optional
+
 import numpy as np
 
 
@@ -51,6 +53,50 @@ class RunningStatistics:
     @classmethod
     def load(cls, path):
         return cls.from_arrays(np.load(path))
+
+
+class FixedStatistics:
+    """A mean and covariance given as they are (e.g. a reference batch's "mu" and "sigma"): usable wherever
+    fid_from_statistics takes a RunningStatistics, but not updatable; the sample count is unknown (None)."""
+
+    def __init__(self, mean, covariance):
+        self._mean, self._covariance = np.asarray(mean, np.float64), np.asarray(covariance, np.float64)
+        self.dim = self._mean.shape[0]
+        self.count = None
+
+    def mean(self):
+        return self._mean
+
+    def covariance(self):
+        return self._covariance
+
+
+class ReferenceBatch(NamedTuple):
+    statistics: FixedStatistics  # Inception pool_3 mean [2048] and covariance [2048, 2048]
+    images: Optional[np.ndarray]  # uint8 [N, H, W, 3], or None when absent or not loaded
+
+
+def load_reference_batch(path, load_images=True):
+    """Reads an ADM evaluation-suite reference batch .npz (e.g. VIRTUAL_imagenet256_labeled.npz): "mu" and
+    "sigma", the pool_3 statistics, and "arr_0", the images, when present and `load_images`. Spatial
+    statistics ("mu_s", "sigma_s") and anything else are ignored. `path` may also be an open binary file."""
+    with np.load(path, allow_pickle=False) as arrays:
+        missing = [key for key in ("mu", "sigma") if key not in arrays.files]
+        if missing:
+            raise ValueError(f"reference batch {path} lacks {' and '.join(missing)} (has {arrays.files})")
+        mu, sigma = arrays["mu"], arrays["sigma"]
+        if mu.ndim != 1:
+            raise ValueError(f"reference batch {path}: mu must be 1-D, got shape {list(mu.shape)}")
+        if sigma.shape != (mu.shape[0], mu.shape[0]):
+            raise ValueError(f"reference batch {path}: sigma must be [{mu.shape[0]}, {mu.shape[0]}] to match mu, "
+                             f"got {list(sigma.shape)}")
+        images = None
+        if load_images and "arr_0" in arrays.files:
+            images = arrays["arr_0"]
+            if images.ndim != 4 or images.shape[-1] != 3:
+                raise ValueError(f"reference batch {path}: arr_0 must be images [N, H, W, 3], "
+                                 f"got {list(images.shape)}")
+    return ReferenceBatch(FixedStatistics(mu, sigma), images)
 
 
 def _sqrt_psd(matrix):

@@ -1,4 +1,4 @@
-"""The two-layer feed-forward network of Appendix A.1 eq. (1)."""
+"""Feed-forward networks: HiT's two-layer MLP (Appendix A.1 eq. (1)) and GAT's SwiGLU (GAT facts 2.2)."""
 
 import keras
 
@@ -30,3 +30,31 @@ class MLP(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "ratio": self.ratio}
+
+
+def swiglu_hidden_dim(channels, mlp_ratio=4.0):
+    """GAT's SwiGLU hidden width: int(2/3 * int(ratio * C)) as the official blocks compute it (facts 2.1):
+    1024, 2048, 2730, 3072 for C = 384, 768, 1024, 1152."""
+    return int(2 / 3 * int(channels * mlp_ratio))
+
+
+class SwiGLU(keras.layers.Layer):
+    """GAT's feed-forward network (facts 2.2; DINOv2's SwiGLUFFN): w12: C -> 2h, split in halves (a, b) in that
+    order, silu(a) * b, w3: h -> C; both Linear with bias, xavier-uniform (Keras' glorot_uniform) and zero biases."""
+
+    def __init__(self, channels, hidden_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.channels, self.hidden_dim = channels, hidden_dim
+        self.w12 = keras.layers.Dense(2 * hidden_dim, name="w12")
+        self.w3 = keras.layers.Dense(channels, name="w3")
+
+    def build(self, input_shape):
+        self.w12.build(input_shape)
+        self.w3.build((*input_shape[:-1], self.hidden_dim))
+
+    def call(self, x):
+        a, b = keras.ops.split(self.w12(x), 2, axis=-1)
+        return self.w3(keras.ops.silu(a) * b)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "hidden_dim": self.hidden_dim}

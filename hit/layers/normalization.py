@@ -110,3 +110,23 @@ class Norm:
 def make_norm(norm_type, name):
     """A norm layer of the given type with the official BatchNorm defaults (see Norm)."""
     return Norm(norm_type).make(name)
+
+
+# ---- RMSNorm (GAT, facts 2.2-2.3) -------------------------------------------------------------------------------
+# torch.nn.RMSNorm: x * rsqrt(mean(x^2, last axis) + eps) [* weight]. keras.layers.RMSNormalization computes exactly
+# that (in at least float32, cast back to the input's dtype; weight "scale", initialised to ones), so the affine
+# RMSNorms use it and the parameter-free ones call `rms_norm`.
+RMS_NORM_EPSILON = 1e-6  # every block / head norm of GAT's G and D
+# The QK-norms are nn.RMSNorm(head_dim) with eps=None: torch takes finfo(float32).eps for float32, bfloat16 and
+# float16 inputs alike (it computes in float32 since PyTorch PR 142848).
+QK_NORM_EPSILON = float(np.finfo(np.float32).eps)
+
+
+def rms_norm(x, epsilon=RMS_NORM_EPSILON):
+    """RMSNorm without affine over the last axis (nn.RMSNorm(elementwise_affine=False)), in float32, cast back."""
+    return keras.ops.rms_normalization(x, scale=None, axis=-1, epsilon=epsilon)
+
+
+def rms_norm_layer(name, epsilon=RMS_NORM_EPSILON):
+    """RMSNorm with a learnable per-channel scale (nn.RMSNorm(elementwise_affine=True)) over the last axis."""
+    return keras.layers.RMSNormalization(axis=-1, epsilon=epsilon, name=name)

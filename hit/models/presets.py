@@ -1,10 +1,13 @@
 """Generator and discriminator presets: data, one dict each (DESIGN.md), and the factories `get_generator`
 and `get_discriminator`.
 
-Per-stage lists read like Table 9 / facts 2.1: `num_layers` counts the layers *after* each stage's
+HiT: per-stage lists read like Table 9 / facts 2.1: `num_layers` counts the layers *after* each stage's
 cross-attention block; `block_sizes` None marks an MLP-only high-resolution stage that emits RGB.
+GAT (hit.models.gat, GAT facts 2.1): gat_{s,b,l,xl}_{2,4,8} and gat_demo, in their own dicts; the factories find a
+preset's family by its name.
 """
 
+from hit.models.gat import GATDiscriminator, GATGenerator
 from hit.models.hit_generator import HiTGenerator
 from hit.models.stylegan_discriminator import StyleGANDiscriminator
 from hit.models.vq_hit import VQHiT
@@ -58,10 +61,15 @@ GENERATOR_PRESETS = {
 }
 
 
-def _from_preset(kind, presets, model_class, preset, build, overrides):
-    """model_class(**presets[preset] updated with overrides), each name checked, built symbolically if asked."""
-    if preset not in presets:
-        raise ValueError(f"unknown {kind} preset {preset!r}; known: {', '.join(sorted(presets))}")
+def _from_preset(kind, families, preset, build, overrides):
+    """model_class(**presets[preset] updated with overrides), each name checked, built symbolically if asked;
+    families: ((presets, model_class), ...), the first whose presets name `preset` is used."""
+    for presets, model_class in families:
+        if preset in presets:
+            break
+    else:
+        known = sorted(name for presets, _ in families for name in presets)
+        raise ValueError(f"unknown {kind} preset {preset!r}; known: {', '.join(known)}")
     code = model_class.__init__.__code__
     known = set(code.co_varnames[1:code.co_argcount])
     unknown = sorted(set(overrides) - known)
@@ -71,12 +79,43 @@ def _from_preset(kind, presets, model_class, preset, build, overrides):
     return model.build_symbolic() if build else model
 
 
-def get_generator(preset, build=True, **overrides):
-    """Build the generator of a preset, with any HiTGenerator argument overridden.
+# GAT generators (hit.models.gat.GATGenerator) and discriminators (GATDiscriminator): depth, width, heads of GAT-S, B,
+# L, XL (facts 2.1) on the 32x32x4 SD-VAE latent of 256 px ImageNet, 1000 classes, patch 2, 4 or 8.
+GAT_SIZES = {"s": dict(depth=12, width=384, heads=6), "b": dict(depth=12, width=768, heads=12),
+             "l": dict(depth=24, width=1024, heads=16), "xl": dict(depth=28, width=1152, heads=16)}
+# Trainable parameters of the /2 models: G 29,256,512 / 116,545,088 / 408,469,024 / 601,936,640 (the official counts
+# less the patch-embedding conv G never uses); D without the REPA projector 32,556,160 / 97,135,360 / 314,904,544 /
+# 459,252,544, the projector 6,558,464 / 7,344,896 / 7,869,184 / 8,131,328 (tools/model_summary.py --preset=gat_s_2).
+GAT_GENERATOR_PRESETS = {
+    f"gat_{size}_{patch}": dict(resolution=32, patch_size=patch, output_channels=4, num_classes=1000, **dims)
+    for size, dims in GAT_SIZES.items() for patch in (2, 4, 8)
+}
+# The official D always has the REPA projector (REPA weight 1.0, facts 5.5); repa=False leaves it out.
+GAT_DISCRIMINATOR_PRESETS = {
+    f"gat_{size}_{patch}": dict(resolution=32, patch_size=patch, channels=4, num_classes=1000, repa=True, **dims)
+    for size, dims in GAT_SIZES.items() for patch in (2, 4, 8)
+}
+# The offline demo (not a paper model): Fashion-MNIST in pixel space, 32x32x1, 10 classes, patch 2 (256 tokens),
+# sized to train on 2 CPU cores; the D's class projection is 256 wide instead of 2048, and it has no REPA.
+GAT_GENERATOR_PRESETS["gat_demo"] = dict(resolution=32, patch_size=2, output_channels=1, num_classes=10, depth=4,
+                                         width=128, heads=4)
+GAT_DISCRIMINATOR_PRESETS["gat_demo"] = dict(resolution=32, patch_size=2, channels=1, num_classes=10, depth=4,
+                                             width=128, heads=4, projection_dim=256, repa=False)
+# A tiny latent-space pair for unit tests (not a paper model): 16x16x4 latents, patch 2, with a small REPA projector.
+GAT_GENERATOR_PRESETS["gat_tiny"] = dict(resolution=16, patch_size=2, output_channels=4, num_classes=10, depth=4,
+                                         width=32, heads=2, latent_dim=16)
+GAT_DISCRIMINATOR_PRESETS["gat_tiny"] = dict(resolution=16, patch_size=2, channels=4, num_classes=10, depth=4,
+                                             width=32, heads=2, projection_dim=32, repa=True, repa_hidden_dim=32,
+                                             repa_dim=16)
 
-    Example: get_generator("hit_b_256", norm_type="layer", multi_query=False).
+
+def get_generator(preset, build=True, **overrides):
+    """Build the generator of a preset, with any argument of its class (HiTGenerator or GATGenerator) overridden.
+
+    Examples: get_generator("hit_b_256", norm_type="layer", multi_query=False); get_generator("gat_b_2").
     """
-    return _from_preset("generator", GENERATOR_PRESETS, HiTGenerator, preset, build, overrides)
+    families = ((GENERATOR_PRESETS, HiTGenerator), (GAT_GENERATOR_PRESETS, GATGenerator))
+    return _from_preset("generator", families, preset, build, overrides)
 
 
 # The official discriminator (hit.models.stylegan_discriminator); trainable parameters in the comments.
@@ -92,11 +131,14 @@ DISCRIMINATOR_PRESETS = {
 
 
 def get_discriminator(preset, build=True, **overrides):
-    """Build the discriminator of a preset, with any StyleGANDiscriminator argument overridden.
+    """Build the discriminator of a preset, with any argument of its class (StyleGANDiscriminator or
+    GATDiscriminator) overridden.
 
-    Example: get_discriminator("stylegan_d_256", channel_multiplier=1, minibatch_stddev_group=4).
+    Examples: get_discriminator("stylegan_d_256", channel_multiplier=1, minibatch_stddev_group=4);
+    get_discriminator("gat_b_2", repa=False).
     """
-    return _from_preset("discriminator", DISCRIMINATOR_PRESETS, StyleGANDiscriminator, preset, build, overrides)
+    families = ((DISCRIMINATOR_PRESETS, StyleGANDiscriminator), (GAT_DISCRIMINATOR_PRESETS, GATDiscriminator))
+    return _from_preset("discriminator", families, preset, build, overrides)
 
 
 # VQ-HiT autoencoders (hit.models.vq_hit); trainable parameters in the comments.
@@ -130,4 +172,4 @@ def get_vqhit(preset, build=True, **overrides):
 
     Example: get_vqhit("vqhit_imagenet_256", bn_group_size=8).
     """
-    return _from_preset("VQ-HiT", VQHIT_PRESETS, VQHiT, preset, build, overrides)
+    return _from_preset("VQ-HiT", ((VQHIT_PRESETS, VQHiT),), preset, build, overrides)

@@ -1,0 +1,309 @@
+"""The GAT task (GAT facts 4, 5): models, optimizers and ONE train step for the generic trainer.
+
+Per step, on the same real batch, z and labels (fakes always take the real batch's labels), facts 5.2:
+  D step   G's four levels (no gradient) and the reals are augmented (DiffAugment on latents, reals once, the four
+           fake levels with one set of parameters) and MNG-noised (hit.mng; independent draws for real and fake),
+           then
+             L_D = RpGAN(D(real~), D(fake~)) + 0.05 aR1 + 0.05 aR2 + 1.0 REPA(real~)
+           aR1 / aR2: the clean real / each clean fake level + N(0, 0.01^2), with the same augmentation and noise,
+           finite differences of D in float32 (hit.penalties); REPA only with DINOv2 features in the batch.
+  G step   with the updated D: fresh augmentation and noise for both sides, D(real~) without gradient,
+             L_G = RpGAN_G(D(real~), D(G(z, c)~));  then w_avg (per class, 0.995) and the EMA generator (0.999).
+AdamW(beta 0, 0.99, eps 1e-8, weight decay 0) for both, the gradient of the whole batch clipped to norm 1.0
+(hit.optimizers), constant width-aware learning rates 2e-4 * 768 / width (facts 5.1), G and D each their own.
+
+The data are SD-VAE latents (DataSource 'latents': batch["latent"], DINOv2 features for REPA) or, for the
+pixel-space demo, images (batch["image"]: the identity autoencoder). Randomness is stateless, keyed by (seed, step,
+stream) and drawn for the global batch; each replica takes its rows, so a run is the same on any replica count.
+"""
+
+import gin
+import tensorflow as tf
+
+from hit import augment, losses, mng, penalties, repa
+from hit.ema import ExponentialMovingAverage
+from hit.models import get_discriminator, get_generator
+from hit.optimizers import AdamW
+from hit.precision import check_precision, float32_compute, policy_scope
+from hit.seeds import stateless_normal, stateless_seed
+from hit.tasks.replicas import per_replica_batch
+
+GAT_POLICY = "color,translation,cutout,flip"
+# Streams of the step's random draws (stateless_seed("step", seed, step, stream)).
+Z, D_REAL_AUGMENT, D_FAKE_AUGMENT, D_REAL_NOISE, D_FAKE_NOISE, R1_NOISE, R2_NOISE = range(7)
+G_REAL_AUGMENT, G_FAKE_AUGMENT, G_REAL_NOISE, G_FAKE_NOISE = range(7, 11)
+
+
+@gin.configurable(module="hit.tasks")
+class GATTask:
+    """GAT: a transformer G with four MNG levels against a transformer D. The trainer calls build, then train_step
+    in every replica.
+
+    generator_preset / discriminator_preset: hit.models presets (the discriminator's defaults to the generator's,
+    as the official `--model GAT-B/2 --modelD GAT-B/2`); learning rates default to base_lr * base_width / width.
+    precision: "float32" or "bfloat16" (variables float32; the penalties in float32). vae_weights: the SD-VAE that
+    decodes samples (a latent run without it shows the first latent channels); None for pixel-space data.
+    """
+
+    metric_names = ("d_loss", "g_loss", "ar1_penalty", "ar2_penalty", "repa_loss", "d_total_loss", "real_logits",
+                    "fake_logits", "g_hidden_std", "d_hidden_std")
+    sample_name = "ema_generator"
+
+    def __init__(self, generator_preset=gin.REQUIRED, discriminator_preset=None, generator_overrides=None,
+                 discriminator_overrides=None, base_lr=2e-4, base_width=768, generator_lr=None, discriminator_lr=None,
+                 beta1=0.0, beta2=0.99, epsilon=1e-8, weight_decay=0.0, clip_norm=1.0, r1_weight=0.05,
+                 r2_weight=0.05, penalty_sigma=0.01, repa_weight=1.0, noise_levels=mng.NOISE_LEVELS,
+                 augment_policy=GAT_POLICY, flip_probability=0.4, brightness_probability=0.5, ema_decay=0.999,
+                 precision="float32", vae_weights=None, sample_psi=0.0):
+        check_precision(precision)
+        self.generator_preset = generator_preset
+        self.discriminator_preset = discriminator_preset or generator_preset
+        self.generator_overrides = dict(generator_overrides or {})
+        self.discriminator_overrides = dict(discriminator_overrides or {})
+        if not repa_weight:  # the projector exists only when REPA is on
+            self.discriminator_overrides.setdefault("repa", False)
+        # Validate now (no weights are created), so a bad config fails before training starts.
+        for name, factory, overrides, kind in (
+                ("generator", get_generator, self.generator_overrides, "GATGenerator"),
+                ("discriminator", get_discriminator, self.discriminator_overrides, "GATDiscriminator")):
+            preset = getattr(self, name + "_preset")
+            if not preset.startswith("gat_"):
+                raise ValueError(f"GATTask.{name}_preset must name a GAT preset (gat_*), got {preset!r}")
+            model = factory(preset, build=False, **overrides)
+            assert type(model).__name__ == kind, (preset, type(model))
+            if name == "generator":
+                generator = model
+            else:
+                discriminator = model
+        if len(noise_levels) != mng.NUM_LEVELS:
+            raise ValueError(f"GATTask.noise_levels needs {mng.NUM_LEVELS} levels, got {noise_levels}")
+        augment.draw_augment_params(tf.constant([0, 0], tf.int64), 1, 8, 8, augment_policy, flip_probability,
+                                    brightness_probability)
+        self.generator_lr = generator_lr or base_lr * base_width / generator.width
+        self.discriminator_lr = discriminator_lr or base_lr * base_width / discriminator.width
+        self.adamw = dict(beta_1=beta1, beta_2=beta2, epsilon=epsilon, weight_decay=weight_decay, clip_norm=clip_norm)
+        self.r1_weight, self.r2_weight, self.penalty_sigma = r1_weight, r2_weight, penalty_sigma
+        self.repa_weight, self.noise_levels = repa_weight, tuple(noise_levels)
+        self.augment_policy, self.flip_probability = augment_policy, flip_probability
+        self.brightness_probability = brightness_probability
+        self.ema_decay, self.precision = ema_decay, precision
+        self.vae_weights, self.sample_psi = vae_weights, sample_psi
+        self._vae = None
+
+    # ---- set-up ------------------------------------------------------------------------------------
+
+    def _generator(self, name="generator"):
+        with policy_scope(self.precision):
+            return get_generator(self.generator_preset, name=name, **self.generator_overrides)
+
+    def build(self, strategy, global_batch_size, seed=0, jit_compile=True):
+        """Create models and optimizers inside the strategy's scope (optimizers built before any step)."""
+        self.strategy, self.global_batch_size, self.seed = strategy, global_batch_size, seed
+        self.num_replicas = strategy.num_replicas_in_sync
+        self.per_replica_batch = per_replica_batch("GATTask", global_batch_size, self.num_replicas)
+        with strategy.scope():
+            self.generator = self._generator()
+            self.ema_generator = self._generator("ema_generator")
+            with policy_scope(self.precision):
+                self.discriminator = get_discriminator(self.discriminator_preset, **self.discriminator_overrides)
+            self.generator_optimizer = AdamW(learning_rate=self.generator_lr, **self.adamw)
+            self.discriminator_optimizer = AdamW(learning_rate=self.discriminator_lr, **self.adamw)
+            self.generator_optimizer.build(self.generator.trainable_variables)
+            self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+            # The EMA starts as a copy of G (facts 5.2: "from a copy at step 0"); w_avg is copied, not averaged.
+            self.ema = ExponentialMovingAverage(self.generator, self.ema_generator, self.ema_decay, start_step=0,
+                                                copy_non_trainable=True)
+            self.ema.update(0)
+        self.latent_dim, self.num_classes = self.generator.latent_dim, self.generator.num_classes
+        self.resolution, self.channels = self.generator.resolution, self.generator.output_channels
+        # No Python control flow on tensors in these steps: autograph's conversion would only cost tracing time.
+        compile_ = (tf.function(jit_compile=True, autograph=False) if jit_compile
+                    else tf.autograph.experimental.do_not_convert)
+        self._discriminator_gradients = compile_(self._discriminator_gradients_fn)
+        self._generator_gradients = compile_(self._generator_gradients_fn)
+        self._update_ema = compile_(self.ema.update)
+
+    def checkpoint_items(self):
+        return {
+            "generator": self.generator, "discriminator": self.discriminator, "ema_generator": self.ema_generator,
+            "generator_optimizer": self.generator_optimizer, "discriminator_optimizer": self.discriminator_optimizer,
+        }
+
+    @property
+    def global_step(self):
+        return self.generator_optimizer.iterations
+
+    def learning_rates(self):
+        return {"generator_lr": self.generator_optimizer.learning_rate,
+                "discriminator_lr": self.discriminator_optimizer.learning_rate}
+
+    # ---- random draws ---------------------------------------------------------------------------------
+
+    def _rows(self, tensor, replica_id, axis=0):
+        """This replica's rows (along `axis`) of a tensor drawn for the global batch."""
+        begin = [0] * tensor.shape.rank
+        begin[axis] = replica_id * self.per_replica_batch
+        size = list(tensor.shape)
+        size[axis] = self.per_replica_batch
+        return tf.slice(tensor, tf.stack(begin), size)
+
+    def _seed(self, step, stream):
+        return stateless_seed("step", self.seed, step, stream)
+
+    def _normal(self, shape, step, stream, replica_id, axis=0):
+        return self._rows(stateless_normal(shape, self._seed(step, stream)), replica_id, axis)
+
+    def _augment_params(self, step, stream, replica_id):
+        params = augment.draw_augment_params(self._seed(step, stream), self.global_batch_size, self.resolution,
+                                             self.resolution, self.augment_policy, self.flip_probability,
+                                             self.brightness_probability)
+        return augment.slice_params(params, replica_id * self.per_replica_batch, self.per_replica_batch)
+
+    def _noise(self, step, stream, replica_id):
+        shape = [self.global_batch_size, self.resolution, self.resolution, self.channels]
+        return self._rows(mng.nested_noise(shape, self._seed(step, stream), self.noise_levels), replica_id, axis=1)
+
+    # ---- what D sees --------------------------------------------------------------------------------
+
+    def _real_stack(self, real, params, noise):
+        """Reals: augmented once, copied to the four levels, MNG-noised, stacked on channels."""
+        levels = mng.copies(augment.apply_augment(real, params), len(self.noise_levels))
+        return mng.stack_levels(mng.perturb(levels, noise, self.noise_levels))
+
+    def _fake_stack(self, levels, params, noise):
+        """G's levels [L, b, H, W, C]: each augmented with the same parameters, MNG-noised, stacked."""
+        count = len(self.noise_levels)
+        tiled = {k: tf.concat([v] * count, axis=0) for k, v in params.items()}
+        flat = augment.apply_augment(tf.reshape(levels, [-1, *levels.shape[2:]]), tiled)
+        augmented = tf.reshape(flat, levels.shape)
+        return mng.stack_levels(mng.perturb(augmented, noise, self.noise_levels))
+
+    def _repa_targets(self, batch, flip):
+        """DINOv2 targets of the reals as augmented: the mirror image's features where a sample was flipped
+        (stored with --flipped; else the patch grid mirrored and the class token kept)."""
+        flip = tf.reshape(tf.cast(flip, tf.bool), [-1, 1])
+        cls, patches = batch["dino_cls"], batch["dino_patches"]
+        cls_flip = batch.get("dino_cls_flip", cls)
+        patches_flip = batch.get("dino_patches_flip")
+        if patches_flip is None:
+            patches_flip = repa.flip_patch_features(patches)
+        return tf.where(flip, cls_flip, cls), tf.where(flip[..., None], patches_flip, patches)
+
+    # ---- the step -----------------------------------------------------------------------------------
+
+    def _discriminator_gradients_fn(self, batch, real, labels, z, step, replica_id):
+        levels = tf.stack(self.generator.levels(z, labels, training=True))
+        levels = tf.stop_gradient(tf.cast(levels, tf.float32))  # [L, b, H, W, C]
+        real_params = self._augment_params(step, D_REAL_AUGMENT, replica_id)
+        fake_params = self._augment_params(step, D_FAKE_AUGMENT, replica_id)
+        real_noise = self._noise(step, D_REAL_NOISE, replica_id)
+        fake_noise = self._noise(step, D_FAKE_NOISE, replica_id)
+        sigma = self.penalty_sigma
+        real_perturbed = real + sigma * self._normal([self.global_batch_size, *real.shape[1:]], step, R1_NOISE,
+                                                     replica_id)
+        fake_perturbed = levels + sigma * self._normal([len(self.noise_levels), self.global_batch_size,
+                                                        *levels.shape[2:]], step, R2_NOISE, replica_id, axis=1)
+        use_repa = bool(self.repa_weight)
+        if use_repa and "dino_cls" not in batch:
+            raise ValueError("REPA needs DINOv2 features in the data: extract the latents with --dinov2_weights, "
+                             "or set GATTask.repa_weight = 0")
+        with tf.GradientTape() as tape:
+            real_stack = self._real_stack(real, real_params, real_noise)
+            fake_stack = self._fake_stack(levels, fake_params, fake_noise)
+            real_out = self.discriminator.forward_with_features(real_stack, labels, training=True)
+            fake_logits = self.discriminator(fake_stack, labels, training=True)
+            real_logits = real_out["logits"]
+            d_loss = losses.relativistic_discriminator_loss(real_logits, fake_logits)
+            # aR1 / aR2: both evaluations of each pair in float32 (the difference is divided by sigma^2); in a
+            # float32 run the main pass's logits are the unperturbed halves.
+            b = self.per_replica_batch
+            perturbed = [self._real_stack(real_perturbed, real_params, real_noise),
+                         self._fake_stack(fake_perturbed, fake_params, fake_noise)]
+            unperturbed = [] if self.precision == "float32" else [real_stack, fake_stack]
+            with float32_compute(self.discriminator):
+                pair = self.discriminator(tf.concat(unperturbed + perturbed, axis=0),
+                                          tf.tile(labels, [2 + len(unperturbed)]), training=True)
+            if unperturbed:
+                clean_real, clean_fake, pair = pair[:b], pair[b:2 * b], pair[2 * b:]
+            else:
+                clean_real, clean_fake = real_logits, fake_logits
+            ar1 = penalties.approximate_gradient_penalty(clean_real, pair[:b], sigma)
+            ar2 = penalties.approximate_gradient_penalty(clean_fake, pair[b:], sigma)
+            repa_term = tf.constant(0.0)
+            if use_repa:
+                target_cls, target_patches = self._repa_targets(batch, real_params.get("flip", tf.zeros([b], bool)))
+                repa_term = repa.repa_loss(real_out["repa_cls"], real_out["repa_patches"], target_cls, target_patches)
+            total = d_loss + self.r1_weight * ar1 + self.r2_weight * ar2 + self.repa_weight * repa_term
+            scaled = total / self.num_replicas  # the optimizer sums the replicas
+        grads = tape.gradient(scaled, self.discriminator.trainable_variables)
+        metrics = {"d_loss": d_loss, "ar1_penalty": ar1, "ar2_penalty": ar2, "repa_loss": repa_term,
+                   "d_total_loss": total, "real_logits": tf.reduce_mean(real_logits),
+                   "fake_logits": tf.reduce_mean(fake_logits),
+                   "d_hidden_std": tf.math.reduce_std(tf.cast(real_out["hidden"], tf.float32))}
+        return grads, metrics
+
+    def _generator_gradients_fn(self, real, labels, z, step, replica_id):
+        real_stack = self._real_stack(real, self._augment_params(step, G_REAL_AUGMENT, replica_id),
+                                      self._noise(step, G_REAL_NOISE, replica_id))
+        real_logits = tf.stop_gradient(self.discriminator(real_stack, labels, training=True))
+        fake_params = self._augment_params(step, G_FAKE_AUGMENT, replica_id)
+        fake_noise = self._noise(step, G_FAKE_NOISE, replica_id)
+        with tf.GradientTape() as tape:
+            out = self.generator.forward_with_features(z, labels, training=True)
+            levels = tf.cast(tf.stack(out["levels"]), tf.float32)
+            fake_logits = self.discriminator(self._fake_stack(levels, fake_params, fake_noise), labels,
+                                             training=True)
+            g_loss = losses.relativistic_generator_loss(real_logits, fake_logits)
+            scaled = g_loss / self.num_replicas
+        grads = tape.gradient(scaled, self.generator.trainable_variables)
+        metrics = {"g_loss": g_loss, "g_hidden_std": tf.math.reduce_std(tf.cast(out["hidden"], tf.float32))}
+        return grads, out["w"], metrics
+
+    def _inputs(self, batch, step, replica_id):
+        real = batch["latent"] if "latent" in batch else batch["image"]
+        real = tf.ensure_shape(tf.cast(real, tf.float32), [self.per_replica_batch, self.resolution, self.resolution,
+                                                            self.channels])
+        labels = batch.get("label")
+        labels = tf.zeros([self.per_replica_batch], tf.int32) if labels is None else tf.cast(labels, tf.int32)
+        z = self._normal([self.global_batch_size, self.latent_dim], step, Z, replica_id)
+        return real, labels, z
+
+    def train_step(self, batch, step, replica_id):
+        """One step on one replica (inside strategy.run): D update, then G update against the new D."""
+        real, labels, z = self._inputs(batch, step, replica_id)
+        extras = {k: v for k, v in batch.items() if k.startswith("dino_")}
+        d_grads, metrics = self._discriminator_gradients(extras, real, labels, z, step, replica_id)
+        self.discriminator_optimizer.apply_gradients(zip(d_grads, self.discriminator.trainable_variables))
+        g_grads, w, g_metrics = self._generator_gradients(real, labels, z, step, replica_id)
+        self.generator_optimizer.apply_gradients(zip(g_grads, self.generator.trainable_variables))
+        self.generator.update_w_avg(w, labels)  # the global batch's class means (summed over replicas)
+        self._update_ema(step + 1)
+        return {**metrics, **g_metrics}
+
+    # ---- samples and evaluation ----------------------------------------------------------------------
+
+    def decode(self, latents):
+        """G's output -> images in [-1, 1]: through the SD-VAE when vae_weights is set, else as they are (pixel
+        space; a latent run without a VAE shows its first three channels)."""
+        if self.vae_weights:
+            if self._vae is None:
+                from hit.models.sd_vae import load_sd_vae
+                self._vae = load_sd_vae(self.vae_weights, 8 * self.resolution)
+            latents = self._vae.decode(latents)
+        elif latents.shape[-1] > 3:
+            latents = latents[..., :3]
+        return tf.clip_by_value(latents, -1.0, 1.0)
+
+    def sample_labels(self, num_samples):
+        """Labels 0, 1, ..., num_classes - 1, 0, 1, ...: every class in turn."""
+        return tf.range(num_samples) % self.num_classes
+
+    def sample_images(self, num_samples, seed=0):
+        """EMA-generator samples for fixed z, classes in turn, truncation sample_psi, decoded, in [-1, 1]."""
+        z = tf.random.stateless_normal([num_samples, self.latent_dim], seed=[seed, 1])
+        latents = self.ema_generator(z, self.sample_labels(num_samples), truncation_psi=self.sample_psi)
+        return self.decode(latents)
+
+    def eval_generator(self):
+        """(checkpoint name, a fresh generator to restore it into): what evaluation and sampling use."""
+        return "ema_generator", self._generator("ema_generator")

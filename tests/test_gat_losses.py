@@ -1,0 +1,111 @@
+"""GAT's training terms (GAT facts 5): RpGAN, aR1 / aR2 against autodiff gradient norms of a tiny smooth D, REPA's
+cosine term and target resizing, AdamW clipping after the replica sum, and the latent augmentation's options."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hit import augment, losses, penalties, repa
+from hit.models.dinov2 import bicubic_matrix
+from hit.optimizers import AdamW
+
+
+def softplus(x):
+    return np.log1p(np.exp(x))
+
+
+def test_relativistic_pairing_losses():
+    real, fake = tf.constant([1.0, -2.0, 0.5]), tf.constant([0.0, 1.0, 0.5])
+    np.testing.assert_allclose(losses.relativistic_discriminator_loss(real, fake),
+                               np.mean(softplus(-(real - fake))), rtol=1e-6)
+    np.testing.assert_allclose(losses.relativistic_generator_loss(real, fake),
+                               np.mean(softplus(-(fake - real))), rtol=1e-6)
+
+
+def tiny_d(x):
+    """A smooth scalar function per sample: sum tanh(W x + b) . v."""
+    rng = np.random.default_rng(0)
+    w = tf.constant(rng.normal(0, 0.5, (12, 6)), tf.float32)
+    v = tf.constant(rng.normal(0, 1.0, (6,)), tf.float32)
+    return tf.linalg.matvec(tf.tanh(tf.reshape(x, [-1, 12]) @ w + 0.1), v)
+
+
+def test_finite_difference_penalty_estimates_the_gradient_norm():
+    x = tf.constant(np.random.default_rng(1).normal(0, 1, (3, 2, 2, 3)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = tiny_d(x)
+        total = tf.reduce_sum(logits)
+    exact = tf.reduce_sum(tf.square(tape.gradient(total, x)), axis=[1, 2, 3]).numpy()
+    sigma, draws = 0.01, 20_000
+    eps = tf.random.stateless_normal([draws, *x.shape], [1, 2])
+    estimates = [penalties.approximate_gradient_penalty(tf.fill([draws], logits[i]),
+                                                        tiny_d(x[i] + sigma * eps[:, i]), sigma) for i in range(3)]  # one sample at a time: the mean over draws is that sample's R1 estimate
+    np.testing.assert_allclose(estimates, exact, rtol=0.05)
+    np.testing.assert_allclose(
+        penalties.approximate_gradient_penalty(tf.constant([1.0, 2.0]), tf.constant([1.01, 1.98])), 2.5, rtol=1e-4)
+
+
+def test_repa_term_and_resized_targets():
+    rng = np.random.default_rng(2)
+    cls, patches = rng.normal(size=(2, 8)), rng.normal(size=(2, 4, 8))
+    target_cls, target_patches = rng.normal(size=(2, 8)), rng.normal(size=(2, 4, 8))
+
+    def cos(a, b):
+        return np.sum(a * b, -1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+    expected = np.mean((1 - cos(cls, target_cls)) + np.mean(1 - cos(patches, target_patches), axis=1))
+    np.testing.assert_allclose(repa.repa_loss(cls, patches, target_cls, target_patches), expected, rtol=1e-5)
+    np.testing.assert_allclose(repa.repa_loss(cls, patches, 3 * cls, 2 * patches), 0.0, atol=1e-6)
+    # A 16x16 target grid for an 8x8 D grid (patch 4): PyTorch bicubic along rows and columns.
+    grid16 = rng.normal(size=(1, 256, 3)).astype(np.float32)
+    m = bicubic_matrix(16, 8)
+    expected = np.einsum("ih,jw,hwc->ijc", m, m, grid16[0].reshape(16, 16, 3)).reshape(1, 64, 3)
+    np.testing.assert_allclose(repa.resize_patch_features(tf.constant(grid16), 8), expected, rtol=1e-5, atol=1e-6)
+    flipped = repa.flip_patch_features(tf.constant(grid16)).numpy().reshape(16, 16, 3)
+    np.testing.assert_array_equal(flipped, grid16[0].reshape(16, 16, 3)[:, ::-1])
+
+
+def adamw(clip_norm):
+    return AdamW(clip_norm=clip_norm, learning_rate=0.1, beta_1=0.0, beta_2=0.99, epsilon=1e-8, weight_decay=0.0)
+
+
+def test_adamw_clips_the_replica_sum_like_one_device(two_replicas):
+    grads = np.array([[3.0, 4.0, 0.0], [1.0, 0.0, 2.0]], np.float32)  # replica parts; their sum (4, 4, 2) has norm 6
+
+    def second_moments(strategy, parts):
+        with strategy.scope():
+            variable = tf.Variable(np.ones(3, np.float32))
+            optimizer = adamw(1.0)
+            optimizer.build([variable])
+
+        @tf.function
+        def step():
+            def replica():
+                part = tf.gather(tf.constant(parts), tf.distribute.get_replica_context().replica_id_in_sync_group)
+                optimizer.apply_gradients([(part, variable)])
+            strategy.run(replica)
+
+        step()
+        return optimizer.variables[-1].numpy()  # the velocity: (1 - 0.99) g^2 of the gradient it applied
+
+    clipped = np.array([4.0, 4.0, 2.0]) / 6.0
+    np.testing.assert_allclose(second_moments(two_replicas, grads), 0.01 * clipped ** 2, rtol=1e-5)
+    np.testing.assert_allclose(second_moments(tf.distribute.get_strategy(), grads.sum(0, keepdims=True)),
+                               0.01 * clipped ** 2, rtol=1e-5)
+    with pytest.raises(ValueError, match="use clip_norm"):
+        AdamW(global_clipnorm=1.0)
+
+
+def test_brightness_probability_and_flip_probability():
+    seed = tf.constant([5, 6], tf.int64)
+    full = augment.draw_augment_params(seed, 4000, 32, 32, "color,flip", flip_probability=0.4)
+    half = augment.draw_augment_params(seed, 4000, 32, 32, "color,flip", flip_probability=0.4,
+                                       brightness_probability=0.5)
+    shifted = half["brightness"].numpy() != 0
+    assert abs(shifted.mean() - 0.5) < 0.03
+    np.testing.assert_array_equal(half["brightness"].numpy()[shifted], full["brightness"].numpy()[shifted])
+    np.testing.assert_array_equal(half["saturation"], full["saturation"])  # the other draws do not move
+    assert abs(full["flip"].numpy().mean() - 0.4) < 0.03
+    with pytest.raises(ValueError, match="probabilities must be in"):
+        augment.draw_augment_params(seed, 4, 32, 32, "color", brightness_probability=1.5)
