@@ -7,11 +7,13 @@ output loads in both, and with tf.saved_model.load needs no Keras. Signatures (b
     serving_default  z     float32 [batch, latent_dim] -> images uint8   [batch, H, W, C] (clipped, rounded)
     generate         seed  int64   [batch]             -> images uint8   (z drawn statelessly from each seed)
     generate_float   z     float32 [batch, latent_dim] -> images float32 in [-1, 1]
-A class-conditional generator adds `label` int32 [batch] to every signature: `_inputs` is the one place that
-knows it. The signatures declare z's width, so `saved_model_cli show` lists it and Python callers of a loaded
-signature get TensorFlow's own rejection naming the expected shape (None, latent_dim); runners that feed tensors
-without checking them against the signature (TF Serving's C++ session) meet a check inside the graph instead,
-"z must have shape [batch, latent_dim]". A wrong dtype is rejected against the signature everywhere.
+A class-conditional generator (GAT) adds `label` int32 [batch] to every signature (`_inputs` is the one place that
+knows it), samples without truncation, and returns images decoded through its VAE (the SD-VAE's decoder is in
+the SavedModel; a pixel-space run's decoding is the identity).
+The signatures declare z's width, so `saved_model_cli show` lists it and Python callers of a loaded signature
+get TensorFlow's own rejection naming the expected shape (None, latent_dim); runners that feed tensors without
+checking them against the signature (TF Serving's C++ session) meet a check inside the graph instead, "z must
+have shape [batch, latent_dim]". A wrong dtype is rejected against the signature everywhere.
 
 A VQ-HiT autoencoder (hit.models.VQHiT, resolution R, C channels, a g x g grid of K codes) exports instead:
     serving_default, reconstruct  images uint8 [batch, R, R, C] -> images uint8 [batch, R, R, C], codes int32
@@ -102,18 +104,21 @@ def capturing_named(function, variables):
     return call
 
 
-def _write(model, endpoints, export_dir, version):
-    """Write `model`'s endpoints (name -> (function, input signature)) to <export_dir>/<version>/ atomically (a
-    temporary directory, then a rename)."""
+def _write(models, endpoints, export_dir, version):
+    """Write the endpoints (name -> (function, input signature)) over `models` (a Keras model, or a list of the
+    models they run) to <export_dir>/<version>/ atomically (a temporary directory, then a rename)."""
+    models = models if isinstance(models, (list, tuple)) else [models]
     if int(version) < 0:
         raise ValueError(f"the export version must be a non-negative integer, got {version}")
     target = os.path.join(export_dir, str(int(version)))
     if tf.io.gfile.exists(target):
         raise ValueError(f"{target} already exists; choose another --version (TF Serving serves the highest)")
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    for model in models:
+        archive.track(model)
+    variables = [v for model in models for v in model.variables]
     for name, (function, inputs) in endpoints.items():
-        archive.add_endpoint(name, capturing_named(function, model.variables), input_signature=inputs)
+        archive.add_endpoint(name, capturing_named(function, variables), input_signature=inputs)
     temporary = os.path.join(export_dir, f".tmp-{int(version)}")  # TF Serving ignores non-numeric names
     if tf.io.gfile.exists(temporary):
         tf.io.gfile.rmtree(temporary)
@@ -122,9 +127,16 @@ def _write(model, endpoints, export_dir, version):
     return target
 
 
-def export_generator(generator, export_dir, version, conditional=False):
-    """Write the generator's SavedModel to <export_dir>/<version>/ atomically; returns that directory."""
-    return _write(generator, GeneratorSignatures(generator, conditional).endpoints(), export_dir, version)
+def export_generator(generator, export_dir, version, conditional=None):
+    """Write the generator's SavedModel to <export_dir>/<version>/ atomically; returns that directory. A GAT
+    generator (hit.sampling.Decoded) is class-conditional and exports its decoding too: the Keras generator and,
+    when it has one, the SD-VAE whose decoder turns latents into the images the signatures return."""
+    if conditional is None:
+        conditional = getattr(generator, "num_classes", None) is not None
+    models = [getattr(generator, "model", generator)]
+    if getattr(generator, "decoder_model", None) is not None:
+        models.append(generator.decoder_model)
+    return _write(models, GeneratorSignatures(generator, conditional).endpoints(), export_dir, version)
 
 
 class AutoencoderSignatures:

@@ -1,9 +1,11 @@
 """Samples of a trained generator: restore it from a run, draw images, interpolate latents, write PNGs.
 
 A run's model_dir holds ckpt-N (every model by variable path, hit.train.checkpoints) and config.gin (the
-parsed gin config), which names the generator preset and its overrides (a GANTask run), or the autoencoder's
-(a VQHiTTask run: load_autoencoder; run_kind tells the two apart). Samples are G(z, training=False)
-with z ~ N(0, I) drawn statelessly from a seed, clipped to [-1, 1]; no truncation (the paper uses none).
+parsed gin config), which names the generator preset and its overrides (a GANTask run), a GATTask's settings, or
+the autoencoder's (a VQHiTTask run: load_autoencoder; run_kind tells them apart). Samples are G(z, training=False)
+with z ~ N(0, I) drawn statelessly from a seed, clipped to [-1, 1]; no truncation for HiT (the paper uses none).
+A GAT generator is class-conditional (a label, or every class in turn), takes a truncation psi, and its latents
+are decoded (the `Decoded` wrapper).
 """
 
 import inspect
@@ -52,31 +54,40 @@ def _query(name, default=None):
 
 
 def _kind():
-    """What the parsed config trained, "gan" or "vqhit": Trainer.task's class, else the one task preset bound."""
+    """What the parsed config trained, "gan", "gat" or "vqhit": Trainer.task's class, else the one task preset
+    bound."""
     task = _query("hit.train.Trainer.task")
     if task is not None:
-        kind = {tasks.GANTask: "gan", tasks.VQHiTTask: "vqhit"}.get(task.configurable.wrapped)
+        kind = {tasks.GANTask: "gan", tasks.GATTask: "gat", tasks.VQHiTTask: "vqhit"}.get(task.configurable.wrapped)
         if kind is None:
-            raise ValueError(f"Trainer.task is {task}, neither GANTask nor VQHiTTask")
+            raise ValueError(f"Trainer.task is {task}, not GANTask, GATTask or VQHiTTask")
         return kind
     kinds = [kind for kind, name in (("gan", "hit.tasks.GANTask.generator_preset"),
+                                     ("gat", "hit.tasks.GATTask.generator_preset"),
                                      ("vqhit", "hit.tasks.VQHiTTask.model_preset")) if _query(name) is not None]
     if len(kinds) != 1:
-        raise ValueError("it binds neither Trainer.task nor exactly one of GANTask.generator_preset and "
-                         "VQHiTTask.model_preset")
+        raise ValueError("it binds neither Trainer.task nor exactly one of GANTask.generator_preset, "
+                         "GATTask.generator_preset and VQHiTTask.model_preset")
     return kinds[0]
 
 
 def run_kind(model_dir):
-    """What a run trained, from its config.gin: "gan" (GANTask) or "vqhit" (VQHiTTask). Clears gin."""
+    """What a run trained, from its config.gin: "gan" (GANTask), "gat" (GATTask) or "vqhit" (VQHiTTask). Clears
+    gin."""
     return _read_run_config(model_dir, "what the run trained", _kind)
 
 
-def _check_kind(model_dir, kind):
+def _check_kind(model_dir, kinds):
     found = run_kind(model_dir)
-    if found != kind:
-        names = {"gan": "a GAN (GANTask)", "vqhit": "a VQ-HiT autoencoder (VQHiTTask)"}
-        raise ValueError(f"{model_dir} trained {names[found]}, not {names[kind]}")
+    if found not in kinds:
+        names = {"gan": "a GAN (GANTask)", "gat": "a GAT (GATTask)", "vqhit": "a VQ-HiT autoencoder (VQHiTTask)"}
+        raise ValueError(f"{model_dir} trained {names[found]}, not {' or '.join(names[k] for k in kinds)}")
+    return found
+
+
+def _run_gat_task(model_dir, **overrides):
+    """The GATTask (not built) a run's config.gin configures, with `overrides`. Clears gin."""
+    return _read_run_config(model_dir, "the GAT task", lambda: tasks.GATTask(**overrides))
 
 
 def _run_generator_config(model_dir):
@@ -141,8 +152,9 @@ def run_checkpoint(model_dir=None, checkpoint=None):
     return model_dir, latest
 
 
-def load_generator(model_dir=None, checkpoint=None, which="ema_generator", preset=None):
-    """The generator a run trained, with its weights restored.
+def load_generator(model_dir=None, checkpoint=None, which="ema_generator", preset=None, vae_weights=None):
+    """The generator a run trained, with its weights restored; for a GAT run a `Decoded` generator whose images
+    go through the run's GATTask.vae_weights (or `vae_weights`; none: pixel space).
 
     model_dir: the run's directory (config.gin, and the latest checkpoint unless `checkpoint` is given).
     checkpoint: a checkpoint prefix such as <model_dir>/ckpt-400 (its directory is the model_dir if none is
@@ -159,7 +171,11 @@ def load_generator(model_dir=None, checkpoint=None, which="ema_generator", prese
             raise ValueError("give a model_dir or checkpoint to restore, or a preset for fresh weights")
         return get_generator(preset)
     model_dir, checkpoint = run_checkpoint(model_dir, checkpoint)
-    _check_kind(model_dir, "gan")
+    if _check_kind(model_dir, ("gan", "gat")) == "gat":
+        task = _run_gat_task(model_dir, **({"vae_weights": vae_weights} if vae_weights else {}))
+        _, generator = task.eval_generator()
+        _restore(generator.model, checkpoint, which)
+        return generator
     preset, overrides = _run_generator_config(model_dir)
     generator = get_generator(preset, **overrides)
     _restore(generator, checkpoint, which)
@@ -178,7 +194,7 @@ def load_autoencoder(model_dir=None, checkpoint=None, preset=None):
             raise ValueError("give a model_dir or checkpoint to restore, or a preset for fresh weights")
         return get_vqhit(preset)
     model_dir, checkpoint = run_checkpoint(model_dir, checkpoint)
-    _check_kind(model_dir, "vqhit")
+    _check_kind(model_dir, ("vqhit",))
     preset, overrides = _run_autoencoder_config(model_dir)
     model = get_vqhit(preset, **overrides)
     _restore(model, checkpoint, "model", role="autoencoder")
@@ -195,28 +211,78 @@ def latents(latent_dim, num, seed=0):
     return tf.random.stateless_normal([num, latent_dim], seed=[seed, 0])
 
 
-def generate(generator, z, progress=None):
-    """Yield clip(G(z, training=False), -1, 1) in batches of at most BATCH_SIZE latents.
+def is_conditional(generator):
+    """A class-conditional generator (GAT) has num_classes and takes G(z, labels, truncation_psi=...)."""
+    return getattr(generator, "num_classes", None) is not None
+
+
+def class_labels(num_classes, num, start=0):
+    """Every class in turn: [num] int32 labels start % K, (start + 1) % K, ... (balanced over a multiple of K)."""
+    return tf.range(start, start + num) % num_classes
+
+
+class Decoded:
+    """A latent-space generator (GAT) as an image generator: images = decode(G(z, labels, truncation_psi)).
+
+    `model` is the Keras generator, what checkpoints restore and exports capture; `decode` maps its output to
+    images in [-1, 1] (the SD-VAE, or the identity for pixel-space runs); `decoder` names it in results;
+    `decoder_model` is the Keras model decode runs (the SD-VAE), if any, for exports."""
+
+    def __init__(self, model, decode, decoder, decoder_model=None):
+        self.model, self.decode, self.decoder, self.decoder_model = model, decode, decoder, decoder_model
+        self.latent_dim, self.num_classes = model.latent_dim, model.num_classes
+
+    def __call__(self, z, labels, truncation_psi=0.0, training=False):
+        return self.decode(self.model(z, labels, truncation_psi=truncation_psi, training=training))
+
+
+def images(generator, z, labels=None, truncation_psi=0.0, start=0):
+    """clip(G(z, training=False), -1, 1). A class-conditional generator gets `labels` (default: every class in
+    turn, counting from position `start`) and the truncation psi (0: none)."""
+    if not is_conditional(generator):
+        return tf.clip_by_value(generator(z, training=False), -1.0, 1.0)
+    if labels is None:
+        labels = class_labels(generator.num_classes, int(z.shape[0]), start)
+    return tf.clip_by_value(generator(z, labels, truncation_psi=truncation_psi, training=False), -1.0, 1.0)
+
+
+def check_label(generator, label):
+    """None, or a class index the generator has: a one-line error otherwise (also for unconditional ones)."""
+    if label is None:
+        return None
+    if not is_conditional(generator):
+        raise ValueError("this run's generator is unconditional: it takes no class label")
+    if not 0 <= label < generator.num_classes:
+        raise ValueError(f"class label {label} is outside [0, {generator.num_classes})")
+    return label
+
+
+def generate(generator, z, progress=None, label=None, truncation_psi=0.0):
+    """Yield images(...) in batches of at most BATCH_SIZE latents; a conditional generator draws class `label`,
+    or every class in turn when it is None.
 
     progress: None, or a hit.progress.Progress (anything with update(count)), told each batch's size once the
     caller has taken the batch and asks for the next one, so that its count is of images handled."""
     for start in range(0, int(z.shape[0]), BATCH_SIZE):
-        images = tf.clip_by_value(generator(z[start:start + BATCH_SIZE], training=False), -1.0, 1.0)
-        yield images
+        batch = z[start:start + BATCH_SIZE]
+        labels = None if label is None else tf.fill([int(batch.shape[0])], label)
+        out = images(generator, batch, labels, truncation_psi, start)
+        yield out
         if progress is not None:
-            progress.update(len(images))
+            progress.update(len(out))
 
 
-def sample_batches(generator, num, seed=0, progress=None):
+def sample_batches(generator, num, seed=0, progress=None, label=None, truncation_psi=0.0):
     """sample() in batches of at most BATCH_SIZE images, for writing more images than fit in memory."""
     if num < 1:
         raise ValueError(f"the number of samples must be positive, got {num}")
-    return generate(generator, latents(generator.latent_dim, num, seed), progress)
+    return generate(generator, latents(generator.latent_dim, num, seed), progress, label, truncation_psi)
 
 
-def sample(generator, num, seed=0, progress=None):
-    """[num, H, W, C] float images in [-1, 1] for the latents of `seed` (progress: as in generate)."""
-    return tf.concat(list(sample_batches(generator, num, seed, progress)), axis=0)
+def sample(generator, num, seed=0, progress=None, label=None, truncation_psi=0.0):
+    """[num, H, W, C] float images in [-1, 1] for the latents of `seed` (progress: as in generate; label and
+    truncation_psi for class-conditional generators)."""
+    return tf.concat(list(sample_batches(generator, num, seed, progress, label, truncation_psi)), axis=0)
 
 
 def interpolation_latents(latent_dim, num_strips, steps, seed=0, mode="slerp"):
@@ -245,12 +311,24 @@ def interpolation_latents(latent_dim, num_strips, steps, seed=0, mode="slerp"):
     return tf.constant(np.where(sin > 1e-6, arc, line), tf.float32)  # (anti)parallel end points: the line
 
 
-def interpolate(generator, num_strips, steps, seed=0, mode="slerp", progress=None):
+def interpolate(generator, num_strips, steps, seed=0, mode="slerp", progress=None, label=None, truncation_psi=0.0):
     """[num_strips, steps, H, W, C] images in [-1, 1] along interpolation_latents (paper Figure 7; progress:
-    as in generate)."""
-    z = interpolation_latents(generator.latent_dim, num_strips, steps, seed, mode)
-    images = tf.concat(list(generate(generator, tf.reshape(z, [num_strips * steps, -1]), progress)), axis=0)
-    return tf.reshape(images, [num_strips, steps, *images.shape[1:]])
+    as in generate). A class-conditional generator keeps one class along a strip: `label`, or strip i class i."""
+    z = tf.reshape(interpolation_latents(generator.latent_dim, num_strips, steps, seed, mode), [num_strips * steps, -1])
+    if is_conditional(generator):
+        strips = tf.fill([num_strips], label) if label is not None else class_labels(generator.num_classes,
+                                                                                     num_strips)
+        labels = tf.repeat(strips, steps)
+        batches = []
+        for start in range(0, num_strips * steps, BATCH_SIZE):
+            batches.append(images(generator, z[start:start + BATCH_SIZE], labels[start:start + BATCH_SIZE],
+                                  truncation_psi))
+            if progress is not None:
+                progress.update(len(batches[-1]))
+        out = tf.concat(batches, axis=0)
+    else:
+        out = tf.concat(list(generate(generator, z, progress)), axis=0)
+    return tf.reshape(out, [num_strips, steps, *out.shape[1:]])
 
 
 def write_individual_pngs(images, folder, start_index=0):

@@ -39,8 +39,9 @@ def test_finite_difference_penalty_estimates_the_gradient_norm():
     exact = tf.reduce_sum(tf.square(tape.gradient(total, x)), axis=[1, 2, 3]).numpy()
     sigma, draws = 0.01, 20_000
     eps = tf.random.stateless_normal([draws, *x.shape], [1, 2])
+    # One sample at a time: the mean over the draws is that sample's R1 estimate.
     estimates = [penalties.approximate_gradient_penalty(tf.fill([draws], logits[i]),
-                                                        tiny_d(x[i] + sigma * eps[:, i]), sigma) for i in range(3)]  # one sample at a time: the mean over draws is that sample's R1 estimate
+                                                        tiny_d(x[i] + sigma * eps[:, i]), sigma) for i in range(3)]
     np.testing.assert_allclose(estimates, exact, rtol=0.05)
     np.testing.assert_allclose(
         penalties.approximate_gradient_penalty(tf.constant([1.0, 2.0]), tf.constant([1.01, 1.98])), 2.5, rtol=1e-4)

@@ -3,12 +3,14 @@ to one device, resume equal to an uninterrupted run, REPA's targets and its miss
 w_avg, samples, bfloat16, and config errors."""
 
 import math
+import os
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from hit.main import parse_gin
 from hit.models import get_discriminator
 from hit.precision import float32_compute, policy_scope
 from hit.tasks import GATTask
@@ -54,7 +56,7 @@ def straight(tmp_path_factory):
     """Two steps on one device, uninterrupted: (task, last metrics, model_dir)."""
     keras.utils.set_random_seed(3)
     model_dir = tmp_path_factory.mktemp("straight")
-    task, trainer = make_trainer(model_dir, steps_per_loop=1)
+    task, trainer = make_trainer(model_dir, steps_per_loop=1, checkpoint_every=1)
     metrics = trainer.train()
     return task, metrics, model_dir
 
@@ -91,9 +93,10 @@ def test_two_replicas_equal_one_device(straight, tmp_path, two_replicas):
 
 
 def test_stop_and_resume_equals_an_uninterrupted_run(straight, tmp_path):
-    keras.utils.set_random_seed(3)
-    _, trainer = make_trainer(tmp_path, train_steps=1, steps_per_loop=1, checkpoint_every=1)
-    trainer.train()
+    # The uninterrupted run's step-1 checkpoint, alone in a new directory: a run stopped after step 1.
+    for path in tf.io.gfile.glob(str(straight[2] / "ckpt-1.*")) + [str(straight[2] / "config.gin")]:
+        tf.io.gfile.copy(path, str(tmp_path / os.path.basename(path)))
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\nall_model_checkpoint_paths: "ckpt-1"\n')
     keras.utils.set_random_seed(6)  # other fresh weights: the checkpoint must overwrite them all
     resumed, trainer = make_trainer(tmp_path, steps_per_loop=1)
     trainer.train()
@@ -129,10 +132,12 @@ def test_repa_targets_follow_the_flip():
     np.testing.assert_array_equal(target_patches, [patches[0], -patches[1]])
 
 
-def test_repa_without_features_is_a_one_line_error(tmp_path):
-    _, trainer = make_trainer(tmp_path, features=False)
+def test_repa_without_features_is_a_one_line_error():
+    task = GATTask(generator_preset="gat_tiny")
+    task.build(tf.distribute.get_strategy(), 4, jit_compile=False)
+    batch = next(iter(latent_batches(tf.distribute.InputContext(), 4, 0, 0, features=False)))
     with pytest.raises(ValueError, match="REPA needs DINOv2 features in the data"):
-        trainer.train()
+        task.train_step(batch, tf.constant(0, tf.int64), 0)
     assert GATTask(generator_preset="gat_tiny", repa_weight=0.0).discriminator_overrides == {"repa": False}
 
 
@@ -170,3 +175,14 @@ def test_bfloat16_xla_step_keeps_float32_variables_and_penalties(tmp_path):
 def test_bad_settings_are_one_line_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GATTask(**kwargs)
+
+
+def test_the_demo_config_trains_on_two_replicas(tmp_path, two_replicas):
+    """gin/demo/gat_fashion_mnist_32.gin (pixel space, Fashion-MNIST's labels, no REPA), shortened."""
+    parse_gin(["gin/demo/gat_fashion_mnist_32.gin"], [
+        "Trainer.train_steps = 2", "Trainer.global_batch_size = 4", "Trainer.steps_per_loop = 2",
+        "Trainer.jit_compile = False", "Trainer.sample_every = 0", "Trainer.checkpoint_every = 2"])
+    trainer = Trainer(model_dir=str(tmp_path), strategy=two_replicas)
+    metrics = trainer.train()
+    assert all(math.isfinite(v) for v in metrics.values()), metrics
+    assert metrics["repa_loss"] == 0.0 and trainer.task.generator.output_channels == 1

@@ -14,6 +14,12 @@ Samples are G(z, training=False) with z ~ N(0, I) from --seed, clipped to [-1, 1
 shows their count, rate and ETA (hit.progress).
 Interpolations (paper Figure 7) are one row per strip between two samples of the seed, spherical by
 default (--interpolation=lerp: linear).
+A GAT run is class-conditional: --label=K samples class K (default: every class in turn, so a grid with as many
+columns as classes holds one class per column; strip i of an interpolation keeps class i), --psi sets the
+truncation toward the class's mean w (0: none; the official generate.py uses 0.3), and its latents are decoded
+by the run's GATTask.vae_weights or --vae_weights (e.g. sd-vae-ft-ema, the official generate.py's VAE):
+    python tools/sample.py --model_dir=runs/gat_demo --num_samples=100     # a 10 x 10 grid, class k in column k
+    python tools/sample.py --model_dir=RUN --label=207 --psi=0.3 --vae_weights=weights/sd-vae-ft-ema.safetensors
 """
 
 import os
@@ -47,6 +53,9 @@ _STRIPS = flags.DEFINE_integer("num_strips", 8, "Interpolation strips (rows).")
 _STEPS = flags.DEFINE_integer("steps", 10, "Images per interpolation strip, end points included.")
 _INTERPOLATION = flags.DEFINE_string("interpolation", "slerp", "slerp (spherical) or lerp (linear) latents.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the latent codes (and of fresh weights).")
+_LABEL = flags.DEFINE_integer("label", None, "Class-conditional runs (GAT): this class (default: every class in turn).")
+_PSI = flags.DEFINE_float("psi", 0.0, "Class-conditional runs (GAT): truncation toward the class's mean w (0: none).")
+_VAE = flags.DEFINE_string("vae_weights", None, "GAT runs: the SD-VAE that decodes (default: the run's).")
 
 
 def default_output(mode, model_dir, checkpoint, preset):
@@ -60,17 +69,19 @@ def write(generator, output):
     """Write the --mode output, logging progress (count, rate, ETA) per batch; returns a description for the log."""
     total = _STRIPS.value * _STEPS.value if _MODE.value == "interpolation" else _NUM.value
     progress = Progress("sampling", total)
+    conditional = dict(label=_LABEL.value, truncation_psi=_PSI.value)
     if _MODE.value == "grid":
-        write_png(output, sampling.sample(generator, _NUM.value, _SEED.value, progress))
+        columns = generator.num_classes if sampling.is_conditional(generator) and _LABEL.value is None else None
+        write_png(output, sampling.sample(generator, _NUM.value, _SEED.value, progress, **conditional), columns)
         description = f"a grid of {_NUM.value} samples"
     elif _MODE.value == "folder":
         start = 0
-        for images in sampling.sample_batches(generator, _NUM.value, _SEED.value, progress):
+        for images in sampling.sample_batches(generator, _NUM.value, _SEED.value, progress, **conditional):
             start += len(sampling.write_individual_pngs(images, output, start))
         description = f"{start} PNGs"
     else:
         strips = sampling.interpolate(generator, _STRIPS.value, _STEPS.value, _SEED.value, _INTERPOLATION.value,
-                                      progress)
+                                      progress, **conditional)
         write_png(output, tf.reshape(strips, [-1, *strips.shape[2:]]), columns=_STEPS.value)
         description = f"{_STRIPS.value} interpolation strips of {_STEPS.value} steps"
     progress.done()
@@ -94,7 +105,10 @@ def main(argv):
     tf.keras.utils.set_random_seed(_SEED.value)
     try:
         generator = sampling.load_generator(_MODEL_DIR.value, _CHECKPOINT.value, _WHICH.value,
-                                            None if from_run else _PRESET.value)
+                                            None if from_run else _PRESET.value, vae_weights=_VAE.value)
+        sampling.check_label(generator, _LABEL.value)
+        if _PSI.value and not sampling.is_conditional(generator):
+            raise ValueError("--psi is for class-conditional runs (GAT); this generator has no class means")
     except ValueError as e:
         sys.exit(f"error: {e}")
     output = _OUTPUT.value or default_output(_MODE.value, _MODEL_DIR.value, _CHECKPOINT.value, _PRESET.value)

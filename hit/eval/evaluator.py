@@ -7,6 +7,11 @@ official evaluation. Results go to TensorBoard under <model_dir>/eval (scalars a
 `best_metric` is copied to <model_dir>/best with best.json. The eval job evaluates every checkpoint that
 results.jsonl does not hold yet for its protocol, oldest first, then waits for new ones.
 
+A class-conditional generator (GAT, through hit.sampling.Decoded) samples every class in turn with
+`truncation_psi`, decoded to images; FID may be measured against an ADM-suite reference batch (`reference_batch`:
+its mu and sigma, as the GAT paper's FID-50K) and precision / recall (k = 3) join the metrics on request; psi
+and the decoder are written beside every number in results.jsonl.
+
 An autoencoder (VQ-HiT: a model with `encode` and `decode` methods) is evaluated by reconstruction instead: the
 fakes are clip(model(x, training=False), -1, 1) of the eval split's images x (the batches, in the order, that
 the reference statistics use), so "fid" is rFID, and "psnr" and "ssim" (reconstruction vs input, averaged over
@@ -23,13 +28,17 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from hit.eval.fid import RunningInceptionScore, RunningStatistics, fid_from_statistics, kernel_inception_distance
+from hit import sampling
+from hit.eval.fid import (RunningInceptionScore, RunningStatistics, fid_from_statistics, kernel_inception_distance,
+                          load_reference_batch)
 from hit.eval.inception import make_feature_extractor, weights_name
+from hit.eval.precision_recall import precision_recall
 from hit.images import image_grid, to_uint8
 from hit.progress import Progress
 from hit.train.checkpoints import checkpoint_step, make_checkpoint
 
-LOWER_IS_BETTER = {"fid": True, "kid": True, "inception_score": False, "psnr": False, "ssim": False}
+LOWER_IS_BETTER = {"fid": True, "kid": True, "inception_score": False, "psnr": False, "ssim": False,
+                   "precision": False, "recall": False}
 RECONSTRUCTION_METRICS = ("psnr", "ssim")  # autoencoders only
 # tf.image.psnr is inf for identical images; each image's PSNR is capped here so that the mean, TensorBoard and
 # the JSON files (json.dumps(inf) writes Infinity, which is not JSON) stay finite. 100 dB is an RMS error of
@@ -67,14 +76,26 @@ class Evaluator:
 
     def __init__(self, model_dir=gin.REQUIRED, protocol="keras_inception", weights_path=None, num_samples=50_000,
                  batch_size=100, inception_split=5000, kid_samples=2000, best_metric="fid",
-                 reference_path=None, seed=0):
+                 reference_path=None, seed=0, reference_batch=None, precision_recall=False, precision_recall_k=3,
+                 precision_recall_samples=10_000, truncation_psi=0.0):
+        """reference_batch: an ADM-suite reference .npz (mu, sigma, arr_0) whose statistics FID is measured
+        against instead of the eval split's (its images give KID's and precision / recall's real features).
+        precision_recall: also Kynkäänniemi et al.'s precision and recall (k nearest neighbours) of all samples
+        against up to precision_recall_samples real ones. truncation_psi: for class-conditional generators
+        (GAT), which sample every class in turn; it and the decoder are written beside the numbers."""
         if best_metric not in LOWER_IS_BETTER:
             raise ValueError(f"unknown best_metric {best_metric!r}; expected one of {sorted(LOWER_IS_BETTER)}")
+        if best_metric in ("precision", "recall") and not precision_recall:
+            raise ValueError(f"best_metric {best_metric!r} needs Evaluator.precision_recall = True")
         self.model_dir, self.protocol, self.weights_path = model_dir, protocol, weights_path
         self.num_samples, self.batch_size = num_samples, batch_size
         self.inception_split, self.kid_samples = inception_split, kid_samples
         self.best_metric, self.seed = best_metric, seed
-        name = f"reference_{protocol}_{weights_name(weights_path)}_{num_samples}.npz"
+        self.reference_batch, self.truncation_psi = reference_batch, truncation_psi
+        self.precision_recall, self.precision_recall_k = precision_recall, precision_recall_k
+        self.precision_recall_samples = precision_recall_samples
+        source = f"_{os.path.splitext(os.path.basename(reference_batch))[0]}" if reference_batch else ""
+        name = f"reference_{protocol}_{weights_name(weights_path)}_{num_samples}{source}.npz"
         self.reference_path = reference_path or os.path.join(model_dir, "eval", name)
         self._extractor = None
         self._writer = None
@@ -94,9 +115,10 @@ class Evaluator:
 
     # ---- statistics ---------------------------------------------------------------------------------
 
-    def _statistics(self, batches, what):
-        """(RunningStatistics, RunningInceptionScore, KID features, first batch) over image batches."""
-        stats, score, kid, first = None, RunningInceptionScore(self.inception_split), [], None
+    def _statistics(self, batches, what, kept_for_pr=0):
+        """(RunningStatistics, RunningInceptionScore, KID features, first batch, the first `kept_for_pr` features
+        for precision / recall) over image batches."""
+        stats, score, kid, pr, first = None, RunningInceptionScore(self.inception_split), [], [], None
         progress = Progress(what, self.num_samples)
         for images in batches:
             features, logits = (np.asarray(t) for t in self.extractor.features_and_logits(images))
@@ -104,34 +126,61 @@ class Evaluator:
                 stats, first = RunningStatistics(features.shape[1]), np.asarray(images)
             stats.update(features)
             score.update(logits)
-            kept = sum(len(k) for k in kid)
-            kid.append(features[:max(0, self.kid_samples - kept)])
+            kid.append(features[:max(0, self.kid_samples - sum(len(k) for k in kid))])
+            pr.append(features[:max(0, kept_for_pr - sum(len(k) for k in pr))])
             progress.update(len(features))
         if stats is None:
             raise ValueError("the evaluation data set is empty")
         progress.done()
-        return stats, score, np.concatenate(kid), first
+        return stats, score, np.concatenate(kid), first, np.concatenate(pr)
+
+    def _reference_batch_images(self, images):
+        for start in range(0, len(images), self.batch_size):
+            yield tf.cast(images[start:start + self.batch_size], tf.float32) / 127.5 - 1.0
 
     def reference(self, data):
-        """Real statistics of the eval split, computed once and cached at reference_path."""
+        """(real statistics, KID features, first real batch, precision / recall features): of the eval split, or
+        of Evaluator.reference_batch (its mu and sigma, features of its images); computed once and cached at
+        reference_path."""
         if tf.io.gfile.exists(self.reference_path):
             with tf.io.gfile.GFile(self.reference_path, "rb") as f:
                 cached = np.load(f)
-                return RunningStatistics.from_arrays(cached), cached["kid"], cached["first"]
-        logging.info("Computing reference statistics of %s (%s) into %s", data.name, self.protocol,
-                     self.reference_path)
-        batches = (b["image"] for b in data.eval_dataset(self.batch_size, self.num_samples))
-        stats, _, kid, first = self._statistics(batches, f"reference statistics of {data.name}")
+                if self.reference_batch:
+                    with tf.io.gfile.GFile(self.reference_batch, "rb") as batch_file:
+                        stats = load_reference_batch(batch_file, load_images=False).statistics
+                else:
+                    stats = RunningStatistics.from_arrays(cached)
+                if not self.precision_recall or "pr" in cached.files:
+                    return stats, cached["kid"], cached["first"], cached["pr"] if "pr" in cached.files else None
+        kept = self.precision_recall_samples if self.precision_recall else 0
+        if self.reference_batch:
+            logging.info("Reading reference batch %s (%s features of its images into %s)", self.reference_batch,
+                         self.protocol, self.reference_path)
+            with tf.io.gfile.GFile(self.reference_batch, "rb") as f:
+                batch = load_reference_batch(f)
+            if batch.images is None:
+                raise ValueError(f"reference batch {self.reference_batch} holds no images (arr_0): KID and "
+                                 "precision / recall need them")
+            _, _, kid, first, pr = self._statistics(self._reference_batch_images(batch.images),
+                                                    f"features of {os.path.basename(self.reference_batch)}", kept)
+            stats, arrays = batch.statistics, {}
+        else:
+            logging.info("Computing reference statistics of %s (%s) into %s", data.name, self.protocol,
+                         self.reference_path)
+            batches = (b["image"] for b in data.eval_dataset(self.batch_size, self.num_samples))
+            stats, _, kid, first, pr = self._statistics(batches, f"reference statistics of {data.name}", kept)
+            arrays = stats.arrays()
         buffer = io.BytesIO()
-        np.savez(buffer, **stats.arrays(), kid=kid, first=first)
+        np.savez(buffer, **arrays, kid=kid, first=first, **({"pr": pr} if self.precision_recall else {}))
         _write_atomically(self.reference_path, buffer.getvalue())
-        return stats, kid, first
+        return stats, kid, first, pr if self.precision_recall else None
 
     def _fake_batches(self, generator):
+        """Samples in [-1, 1]; a class-conditional generator draws every class in turn (balanced), with psi."""
         for start in range(0, self.num_samples, self.batch_size):
             size = min(self.batch_size, self.num_samples - start)
             z = tf.random.stateless_normal([size, generator.latent_dim], seed=[self.seed, start])
-            yield tf.clip_by_value(generator(z, training=False), -1.0, 1.0)
+            yield sampling.images(generator, z, truncation_psi=self.truncation_psi, start=start)
 
     def _reconstruction_batches(self, autoencoder, data, sums):
         """Clipped reconstructions of the eval split's batches; adds PSNR, SSIM and counts into `sums`, and
@@ -150,16 +199,19 @@ class Evaluator:
         """Metrics of a generator (or an autoencoder's reconstructions, see the module) against the data set's
         eval split, and a real|fake (input|reconstruction) panel."""
         start = time.time()
-        real, real_kid, real_first = self.reference(data)
+        real, real_kid, real_first, real_pr = self.reference(data)
         sums = {"psnr": 0.0, "ssim": 0.0, "count": 0}
         autoencoder = is_autoencoder(generator)
         fakes = self._reconstruction_batches(generator, data, sums) if autoencoder else self._fake_batches(generator)
-        fake, score, fake_kid, fake_first = self._statistics(fakes, what)
+        fake, score, fake_kid, fake_first, fake_pr = self._statistics(
+            fakes, what, self.num_samples if self.precision_recall else 0)
         inception_score, inception_score_std = score.result()
         kid, _ = kernel_inception_distance(real_kid, fake_kid, num_subsets=50,
                                            subset_size=min(1000, len(real_kid), len(fake_kid)))
         metrics = {"fid": fid_from_statistics(real, fake), "inception_score": inception_score,
                    "inception_score_std": inception_score_std, "kid": kid}
+        if self.precision_recall:
+            metrics["precision"], metrics["recall"] = precision_recall(real_pr, fake_pr, self.precision_recall_k)
         if autoencoder:
             real_first = sums["first"]  # the inputs of these reconstructions, whatever the cached reference holds
             metrics.update(psnr=sums["psnr"] / sums["count"], ssim=sums["ssim"] / sums["count"])
@@ -175,7 +227,7 @@ class Evaluator:
         autoencoder = is_autoencoder(generator)
         if self.best_metric in RECONSTRUCTION_METRICS and not autoencoder:
             raise ValueError(f"best_metric {self.best_metric!r} is for autoencoders; use fid, kid or inception_score")
-        status = make_checkpoint({name: generator}).restore(path)
+        status = make_checkpoint({name: getattr(generator, "model", generator)}).restore(path)  # Decoded: its G
         status.assert_existing_objects_matched().expect_partial()
         step = checkpoint_step(path)
         metrics, panel = self.evaluate(generator, data, f"eval step {step}")
@@ -184,9 +236,12 @@ class Evaluator:
                 tf.summary.scalar(f"eval/{key}", value)
             tf.summary.image("eval/input_reconstruction" if autoencoder else "eval/real_fake", panel[None])
         self.writer.flush()
+        settings = {}
+        if sampling.is_conditional(generator):  # what the numbers depend on, beside them (GAT facts 2.2, 3)
+            settings = {"truncation_psi": self.truncation_psi, "decoder": getattr(generator, "decoder", None)}
         logging.info("eval step %d | %s (%s)", step, " ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
-                     self.protocol)
-        self._record(step, path, metrics)
+                     ", ".join([self.protocol] + [f"{k} {v}" for k, v in settings.items()]))
+        self._record(step, path, {**metrics, **settings})
         self._keep_if_best(path, step, metrics)
         return metrics
 

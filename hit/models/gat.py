@@ -148,7 +148,18 @@ class OutputHead(keras.layers.Layer):
         return self.linear(rms_norm(x) * (1.0 + self.modulation(keras.ops.silu(w))[:, None]))
 
 
-class GATGenerator(keras.Model):
+class BuiltFromConfig:
+    """GAT's models create every variable from their configuration (the input shapes are fixed by it)."""
+
+    def build_symbolic(self, batch_size=1):
+        """Create every variable (build(); no tracing, no computation). Returns the model."""
+        del batch_size  # kept for the interface of the other models
+        if not self.built:
+            self.build()
+        return self
+
+
+class GATGenerator(BuiltFromConfig, keras.Model):
     """G(z [B, latent_dim], labels [B] int, truncation_psi=0.0, guidance_scale=1.0) -> latent [B, R, R, c], float32.
 
     `levels(...)`: the four accumulated levels, shallow to deep (the last is G's output); `mapping(...)`: w [B, C];
@@ -267,13 +278,6 @@ class GATGenerator(keras.Model):
         for layer in self.blocks + self.output_heads:
             layer.build(tokens)
 
-    def build_symbolic(self, batch_size=1):
-        """Create every variable (build(); no tracing, no computation). Returns the model."""
-        del batch_size  # kept for the interface of the other models
-        if not self.built:
-            self.build()
-        return self
-
     def parameter_counts(self):
         """{"generator": trainable parameters} (w_avg is not trainable)."""
         return {"generator": count_parameters(self.trainable_variables)}
@@ -325,7 +329,7 @@ class RepaProjector(keras.layers.Layer):
         return self.linears[2](keras.ops.silu(self.linears[1](x)))
 
 
-class GATDiscriminator(keras.Model):
+class GATDiscriminator(BuiltFromConfig, keras.Model):
     """D(stacked [B, R, R, num_levels * c], labels [B] int) -> logits [B], float32.
 
     `forward_with_features(stacked, labels)` -> {"logits": [B], "hidden": the last block's tokens [B, 1 + T, C]
@@ -414,13 +418,6 @@ class GATDiscriminator(keras.Model):
         self.class_mapping[1].build((None, self.class_embedding.output_dim))
         if self.repa_projector is not None:
             self.repa_projector.build((None, self.width))
-
-    def build_symbolic(self, batch_size=1):
-        """Create every variable (build(); no tracing, no computation). Returns the model."""
-        del batch_size  # kept for the interface of the other models
-        if not self.built:
-            self.build()
-        return self
 
     def parameter_counts(self):
         """{"discriminator": trainable parameters without the REPA projector, "repa_projector": its own (0 if off)}."""

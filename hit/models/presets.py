@@ -98,9 +98,9 @@ GAT_DISCRIMINATOR_PRESETS = {
 # The offline demo (not a paper model): Fashion-MNIST in pixel space, 32x32x1, 10 classes, patch 2 (256 tokens),
 # sized to train on 2 CPU cores; the D's class projection is 256 wide instead of 2048, and it has no REPA.
 GAT_GENERATOR_PRESETS["gat_demo"] = dict(resolution=32, patch_size=2, output_channels=1, num_classes=10, depth=4,
-                                         width=128, heads=4)
+                                         width=64, heads=2)
 GAT_DISCRIMINATOR_PRESETS["gat_demo"] = dict(resolution=32, patch_size=2, channels=1, num_classes=10, depth=4,
-                                             width=128, heads=4, projection_dim=256, repa=False)
+                                             width=64, heads=2, projection_dim=256, repa=False)
 # A tiny latent-space pair for unit tests (not a paper model): 16x16x4 latents, patch 2, with a small REPA projector.
 GAT_GENERATOR_PRESETS["gat_tiny"] = dict(resolution=16, patch_size=2, output_channels=4, num_classes=10, depth=4,
                                          width=32, heads=2, latent_dim=16)

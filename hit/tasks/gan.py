@@ -27,8 +27,21 @@ from hit.tasks.replicas import average_replica_statistics, per_replica_batch
 UPDATE_SCHEMES = ("simultaneous", "alternating")
 
 
+class TwoOptimizers:
+    """What the trainer reads of a task with a generator_optimizer and a discriminator_optimizer."""
+
+    @property
+    def global_step(self):
+        """Steps taken: the generator optimizer's iteration count (as the official code)."""
+        return self.generator_optimizer.iterations
+
+    def learning_rates(self):
+        return {"generator_lr": self.generator_optimizer.learning_rate,
+                "discriminator_lr": self.discriminator_optimizer.learning_rate}
+
+
 @gin.configurable(module="hit.tasks")
-class GANTask:
+class GANTask(TwoOptimizers):
     """Unconditional HiT GAN. The trainer calls build, then train_step in every replica.
 
     bn_group_size: the generator's BatchNorm statistics come from fixed groups of this many samples of each
@@ -103,15 +116,6 @@ class GANTask:
             "generator_optimizer": self.generator_optimizer,
             "discriminator_optimizer": self.discriminator_optimizer,
         }
-
-    @property
-    def global_step(self):
-        """Steps taken: the generator optimizer's iteration count (as the official code)."""
-        return self.generator_optimizer.iterations
-
-    def learning_rates(self):
-        return {"generator_lr": self.generator_optimizer.learning_rate,
-                "discriminator_lr": self.discriminator_optimizer.learning_rate}
 
     # ---- the step -----------------------------------------------------------------------------------
 

@@ -17,15 +17,19 @@ pixel-space demo, images (batch["image"]: the identity autoencoder). Randomness 
 stream) and drawn for the global batch; each replica takes its rows, so a run is the same on any replica count.
 """
 
+import os
+
 import gin
 import tensorflow as tf
 
 from hit import augment, losses, mng, penalties, repa
 from hit.ema import ExponentialMovingAverage
 from hit.models import get_discriminator, get_generator
+from hit.models.sd_vae import load_sd_vae
 from hit.optimizers import AdamW
 from hit.precision import check_precision, float32_compute, policy_scope
 from hit.seeds import stateless_normal, stateless_seed
+from hit.tasks.gan import TwoOptimizers
 from hit.tasks.replicas import per_replica_batch
 
 GAT_POLICY = "color,translation,cutout,flip"
@@ -35,7 +39,7 @@ G_REAL_AUGMENT, G_FAKE_AUGMENT, G_REAL_NOISE, G_FAKE_NOISE = range(7, 11)
 
 
 @gin.configurable(module="hit.tasks")
-class GATTask:
+class GATTask(TwoOptimizers):
     """GAT: a transformer G with four MNG levels against a transformer D. The trainer calls build, then train_step
     in every replica.
 
@@ -89,6 +93,8 @@ class GATTask:
         self.ema_decay, self.precision = ema_decay, precision
         self.vae_weights, self.sample_psi = vae_weights, sample_psi
         self._vae = None
+        self.latent_dim, self.num_classes = generator.latent_dim, generator.num_classes
+        self.resolution, self.channels = generator.resolution, generator.output_channels
 
     # ---- set-up ------------------------------------------------------------------------------------
 
@@ -114,8 +120,6 @@ class GATTask:
             self.ema = ExponentialMovingAverage(self.generator, self.ema_generator, self.ema_decay, start_step=0,
                                                 copy_non_trainable=True)
             self.ema.update(0)
-        self.latent_dim, self.num_classes = self.generator.latent_dim, self.generator.num_classes
-        self.resolution, self.channels = self.generator.resolution, self.generator.output_channels
         # No Python control flow on tensors in these steps: autograph's conversion would only cost tracing time.
         compile_ = (tf.function(jit_compile=True, autograph=False) if jit_compile
                     else tf.autograph.experimental.do_not_convert)
@@ -128,14 +132,6 @@ class GATTask:
             "generator": self.generator, "discriminator": self.discriminator, "ema_generator": self.ema_generator,
             "generator_optimizer": self.generator_optimizer, "discriminator_optimizer": self.discriminator_optimizer,
         }
-
-    @property
-    def global_step(self):
-        return self.generator_optimizer.iterations
-
-    def learning_rates(self):
-        return {"generator_lr": self.generator_optimizer.learning_rate,
-                "discriminator_lr": self.discriminator_optimizer.learning_rate}
 
     # ---- random draws ---------------------------------------------------------------------------------
 
@@ -282,14 +278,21 @@ class GATTask:
 
     # ---- samples and evaluation ----------------------------------------------------------------------
 
+    @property
+    def vae(self):
+        """The SD-VAE of vae_weights (loaded on first use), or None."""
+        if self.vae_weights and self._vae is None:
+            if not tf.io.gfile.exists(self.vae_weights):
+                raise ValueError(f"SD-VAE weights not found at {self.vae_weights}: copy sd-vae-ft-mse's .safetensors "
+                                 "there, or set GATTask.vae_weights (tools: --vae_weights)")
+            self._vae = load_sd_vae(self.vae_weights, 8 * self.resolution)
+        return self._vae
+
     def decode(self, latents):
         """G's output -> images in [-1, 1]: through the SD-VAE when vae_weights is set, else as they are (pixel
         space; a latent run without a VAE shows its first three channels)."""
-        if self.vae_weights:
-            if self._vae is None:
-                from hit.models.sd_vae import load_sd_vae
-                self._vae = load_sd_vae(self.vae_weights, 8 * self.resolution)
-            latents = self._vae.decode(latents)
+        if self.vae is not None:
+            latents = self.vae.decode(latents)
         elif latents.shape[-1] > 3:
             latents = latents[..., :3]
         return tf.clip_by_value(latents, -1.0, 1.0)
@@ -304,6 +307,14 @@ class GATTask:
         latents = self.ema_generator(z, self.sample_labels(num_samples), truncation_psi=self.sample_psi)
         return self.decode(latents)
 
+    @property
+    def decoder(self):
+        """What decode() goes through, as results name it: the VAE file's name, or "identity"."""
+        return os.path.basename(self.vae_weights) if self.vae_weights else "identity"
+
     def eval_generator(self):
-        """(checkpoint name, a fresh generator to restore it into): what evaluation and sampling use."""
-        return "ema_generator", self._generator("ema_generator")
+        """(checkpoint name, a fresh generator to restore it into): what evaluation, sampling and export use; a
+        hit.sampling.Decoded around it, so its images come through decode()."""
+        from hit.sampling import Decoded  # hit.sampling imports the tasks
+
+        return "ema_generator", Decoded(self._generator("ema_generator"), self.decode, self.decoder, self.vae)
