@@ -169,6 +169,7 @@ def test_bfloat16_xla_step_keeps_float32_variables_and_penalties(tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(generator_preset="hit_demo_32"), "must name a GAT preset"),
     (dict(generator_preset="gat_tiny", precision="float64"), "unknown precision"),
+    (dict(generator_preset="gat_tiny", precision="float16"), "would need loss scaling"),
     (dict(generator_preset="gat_tiny", noise_levels=(0.5, 0.1)), "needs 4 levels"),
     (dict(generator_preset="gat_tiny", flip_probability=2.0), "probabilities must be in"),
 ])

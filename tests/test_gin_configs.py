@@ -63,6 +63,8 @@ def test_the_gat_runs_carry_the_official_recipe(tmp_path):
         q = gin.query_parameter
         assert (q("hit.train.Trainer.global_batch_size"), q("hit.train.Trainer.train_steps")) == (512, 100_000)
         assert q("hit.data.DataSource.name") == "latents" and q("hit.data.DataSource.with_labels")
+        assert q("hit.eval.Evaluator.reference_batch").endswith("VIRTUAL_imagenet256_labeled.npz")
+        assert q("hit.eval.Evaluator.precision_recall") and q("hit.eval.Evaluator.protocol") == "tfgan_inception"
     gin.clear_config()
 
 

@@ -60,6 +60,9 @@ class GATTask(TwoOptimizers):
                  augment_policy=GAT_POLICY, flip_probability=0.4, brightness_probability=0.5, ema_decay=0.999,
                  precision="float32", vae_weights=None, sample_psi=0.0):
         check_precision(precision)
+        if precision == "float16":
+            raise ValueError("GATTask.precision 'float16' would need loss scaling, which GATTask does not do; use "
+                             "'bfloat16' (GAT's choice) or 'float32'")
         self.generator_preset = generator_preset
         self.discriminator_preset = discriminator_preset or generator_preset
         self.generator_overrides = dict(generator_overrides or {})
