@@ -1,10 +1,12 @@
-"""The GAT task in the generic trainer (GAT facts 4, 5): the D loss as composed, finite losses on 2 replicas equal
-to one device, resume equal to an uninterrupted run, REPA's targets and its missing-feature error, the EMA and
-w_avg, samples, bfloat16, and config errors."""
+"""The GAT task in the generic trainer (GAT facts 4, 5): the demo config (gin/demo/gat_fashion_mnist_32.gin) with
+finite losses, its D loss as composed, 2 replicas equal to one device, resume equal to an uninterrupted run; on a
+tiny latent preset with REPA: a bfloat16 XLA step; REPA's targets and its missing-feature error, the EMA and w_avg,
+samples, and config errors."""
 
 import math
 import os
 
+import gin
 import keras
 import numpy as np
 import pytest
@@ -51,45 +53,54 @@ def all_variables(task):
             for name, item in task.checkpoint_items().items() for i, v in enumerate(item.variables)}
 
 
+DEMO_SETTINGS = ["Trainer.train_steps = 2", "Trainer.global_batch_size = 4", "Trainer.steps_per_loop = 1",
+                 "Trainer.checkpoint_every = 1", "Trainer.jit_compile = False", "Trainer.sample_every = 0"]
+
+
+def demo_trainer(model_dir, strategy=None):
+    """gin/demo/gat_fashion_mnist_32.gin (pixel space, Fashion-MNIST's labels, no REPA), two steps of 4."""
+    parse_gin(["gin/demo/gat_fashion_mnist_32.gin"], DEMO_SETTINGS)
+    trainer = Trainer(model_dir=str(model_dir), strategy=strategy)
+    return trainer.task, trainer
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
-    """Two steps on one device, uninterrupted: (task, last metrics, model_dir)."""
+    """The demo config, two steps on one device, uninterrupted: (task, last metrics, model_dir)."""
     keras.utils.set_random_seed(3)
     model_dir = tmp_path_factory.mktemp("straight")
-    task, trainer = make_trainer(model_dir, steps_per_loop=1, checkpoint_every=1)
+    task, trainer = demo_trainer(model_dir)
     metrics = trainer.train()
+    gin.clear_config()
     return task, metrics, model_dir
 
 
-def test_the_step_composes_the_losses_and_the_learning_rates(straight):
+def test_the_demo_step_composes_the_losses(straight):
     task, m, _ = straight
     assert set(m) == set(GATTask.metric_names) and all(math.isfinite(v) for v in m.values()), m
-    assert m["repa_loss"] > 0 and m["ar1_penalty"] > 0 and m["ar2_penalty"] > 0
-    expected = m["d_loss"] + 0.05 * m["ar1_penalty"] + 0.05 * m["ar2_penalty"] + 1.0 * m["repa_loss"]
+    assert m["repa_loss"] == 0.0 and m["ar1_penalty"] > 0 and m["ar2_penalty"] > 0
+    expected = m["d_loss"] + 1.0 * m["ar1_penalty"] + 1.0 * m["ar2_penalty"]  # the demo's penalty weights
     assert m["d_total_loss"] == pytest.approx(expected, rel=1e-5)
-    assert m["g_hidden_std"] > 0 and m["d_hidden_std"] > 0
-    # Width-aware learning rates (facts 5.1): 2e-4 * 768 / 32 for both tiny models.
-    assert float(task.generator_optimizer.learning_rate) == pytest.approx(2e-4 * 768 / 32)
-    assert float(task.discriminator_optimizer.learning_rate) == pytest.approx(2e-4 * 768 / 32)
+    assert m["g_hidden_std"] > 0 and m["d_hidden_std"] > 0 and task.generator.output_channels == 1
     assert int(task.global_step.numpy()) == 2 and int(task.discriminator_optimizer.iterations.numpy()) == 2
 
 
 def test_two_replicas_equal_one_device(straight, tmp_path, two_replicas):
     one = straight[0]
     keras.utils.set_random_seed(3)
-    two, trainer = make_trainer(tmp_path, strategy=two_replicas)
+    two, trainer = demo_trainer(tmp_path, two_replicas)
     metrics = trainer.train()
     assert all(math.isfinite(v) for v in metrics.values()), metrics
     single, mirrored = all_variables(one), all_variables(two)
-    # Adam's first steps move every weight by about lr (5e-3) whatever its gradient's size, so float noise in the
+    # Adam's first steps move every weight by about lr (1e-3) whatever its gradient's size, so float noise in the
     # tiny gradients of a few weights shows; a wrong split of the batch or of the random draws moves them all.
     for key, value in single.items():
         close = np.isclose(mirrored[key], value, rtol=1e-4, atol=1e-5)
-        assert close.mean() > 0.95 and np.abs(mirrored[key] - value).max() < 2e-3, (
+        assert close.mean() > 0.95 and np.abs(mirrored[key] - value).max() < 5e-4, (
             key, close.mean(), np.abs(mirrored[key] - value).max())
     w_avg = two.generator.w_avg.value.values  # each replica wrote the global batch's class means
     np.testing.assert_array_equal(w_avg[0], w_avg[1])
-    assert np.count_nonzero(np.abs(single["generator/0/w_avg"]).sum(1)) == 8  # classes 0-7 in two batches of 4
+    assert np.count_nonzero(np.abs(single["generator/0/w_avg"]).sum(1)) > 1
 
 
 def test_stop_and_resume_equals_an_uninterrupted_run(straight, tmp_path):
@@ -98,7 +109,7 @@ def test_stop_and_resume_equals_an_uninterrupted_run(straight, tmp_path):
         tf.io.gfile.copy(path, str(tmp_path / os.path.basename(path)))
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\nall_model_checkpoint_paths: "ckpt-1"\n')
     keras.utils.set_random_seed(6)  # other fresh weights: the checkpoint must overwrite them all
-    resumed, trainer = make_trainer(tmp_path, steps_per_loop=1)
+    resumed, trainer = demo_trainer(tmp_path)
     trainer.train()
     expected, got = all_variables(straight[0]), all_variables(resumed)
     for key, value in expected.items():
@@ -144,17 +155,22 @@ def test_repa_without_features_is_a_one_line_error():
 def test_samples_are_decoded_and_classes_in_turn(straight):
     task = straight[0]
     images = task.sample_images(12)
-    assert images.shape == (12, RESOLUTION, RESOLUTION, 3)  # no VAE: the first three latent channels
+    assert images.shape == (12, 32, 32, 1)  # pixel space: the identity decoder
     assert float(tf.reduce_max(tf.abs(images))) <= 1.0
     np.testing.assert_array_equal(task.sample_labels(12), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
 
 
-def test_bfloat16_xla_step_keeps_float32_variables_and_penalties(tmp_path):
+def test_bfloat16_xla_step_with_repa_keeps_float32_variables_and_penalties(tmp_path):
     task, trainer = make_trainer(tmp_path, train_steps=1, steps_per_loop=1, jit_compile=True,
                                  task_kwargs=dict(precision="bfloat16"))
     m = trainer.train()
-    assert all(math.isfinite(v) for v in m.values()), m
-    assert m["ar1_penalty"] > 0 and m["ar2_penalty"] > 0
+    assert set(m) == set(GATTask.metric_names) and all(math.isfinite(v) for v in m.values()), m
+    assert m["repa_loss"] > 0 and m["ar1_penalty"] > 0 and m["ar2_penalty"] > 0
+    expected = m["d_loss"] + 0.05 * m["ar1_penalty"] + 0.05 * m["ar2_penalty"] + 1.0 * m["repa_loss"]
+    assert m["d_total_loss"] == pytest.approx(expected, rel=1e-5)
+    # Width-aware learning rates (facts 5.1): 2e-4 * 768 / 32 for both tiny models.
+    assert float(task.generator_optimizer.learning_rate) == pytest.approx(2e-4 * 768 / 32)
+    assert float(task.discriminator_optimizer.learning_rate) == pytest.approx(2e-4 * 768 / 32)
     assert task.discriminator.compute_dtype == "bfloat16"
     assert {v.dtype for v in task.generator.variables + task.discriminator.variables} == {"float32"}
     with policy_scope("bfloat16"):
@@ -177,13 +193,3 @@ def test_bad_settings_are_one_line_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GATTask(**kwargs)
 
-
-def test_the_demo_config_trains_on_two_replicas(tmp_path, two_replicas):
-    """gin/demo/gat_fashion_mnist_32.gin (pixel space, Fashion-MNIST's labels, no REPA), shortened."""
-    parse_gin(["gin/demo/gat_fashion_mnist_32.gin"], [
-        "Trainer.train_steps = 2", "Trainer.global_batch_size = 4", "Trainer.steps_per_loop = 2",
-        "Trainer.jit_compile = False", "Trainer.sample_every = 0", "Trainer.checkpoint_every = 2"])
-    trainer = Trainer(model_dir=str(tmp_path), strategy=two_replicas)
-    metrics = trainer.train()
-    assert all(math.isfinite(v) for v in metrics.values()), metrics
-    assert metrics["repa_loss"] == 0.0 and trainer.task.generator.output_channels == 1
