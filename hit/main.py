@@ -2,6 +2,7 @@
 
     python -m hit.main --gin_file=gin/demo/tiny_random.gin --model_dir=/tmp/run
     python -m hit.main --gin_file=gin/hit/ffhq_256_hit_b.gin --model_dir=gs://... --strategy=tpu --tpu=NAME
+    TF_CONFIG=... python -m hit.main --gin_file=... --model_dir=gs://... --strategy=multi_worker  (on every worker)
 
 Gin configures the trainer, the task and the data (see gin/); --gin_param overrides single bindings.
 Includes inside gin files are resolved relative to the repository root.
@@ -44,7 +45,8 @@ _GIN_FILE = flags.DEFINE_multi_string("gin_file", [], "Gin config files, parsed 
 _GIN_PARAM = flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. 'Trainer.train_steps = 1000'.")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Checkpoints, TensorBoard events and samples go here.")
 _MODE = flags.DEFINE_enum("mode", "train", MODES, "What to run.")
-_STRATEGY = flags.DEFINE_enum("strategy", "default", STRATEGIES, "tpu, mirrored (GPUs) or default (one device).")
+_STRATEGY = flags.DEFINE_enum("strategy", "default", STRATEGIES, "tpu, mirrored (GPUs), multi_worker (a GPU or "
+                              "CPU cluster described by TF_CONFIG) or default (one device).")
 _TPU = flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu ('local' on a TPU VM).")
 _DEVICES = flags.DEFINE_list("devices", None, "Devices for --strategy=mirrored (default: all GPUs).")
 _EVAL_TIMEOUT = flags.DEFINE_integer("eval_timeout", None, "--mode=eval: stop after this many seconds without "
@@ -84,7 +86,7 @@ class Job:
 
     def _run(self):
         strategy = None
-        if self.mode != "eval":
+        if self.mode != "eval":  # the first TensorFlow op of the process: multi_worker must come before any other
             strategy = make_strategy(_STRATEGY.value, tpu=_TPU.value, devices=_DEVICES.value)
         trainer = Trainer(model_dir=self.model_dir, strategy=strategy)
         if _DETERMINISTIC.value:  # Keras' seed state is per thread: seed the thread that builds the models

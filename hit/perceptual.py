@@ -98,6 +98,6 @@ def perceptual_distance(features, x, y):
     both = features(tf.concat([tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(y, tf.float32)], 0))
     total = 0.0
     for feature in both:
-        fx, fy = tf.split(normalize_channels(feature), 2, axis=0)
+        fx, fy = tf.split(normalize_channels(tf.cast(feature, tf.float32)), 2, axis=0)  # any policy
         total += tf.reduce_sum(tf.square(fx - fy), axis=[1, 2, 3])
     return total

@@ -21,6 +21,16 @@ def check_precision(precision):
     return PRECISIONS[precision]
 
 
+def check_task_precision(task, precision):
+    """A task's `precision` argument: "float32" or "bfloat16". float16 would need loss scaling (GPU only; no task
+    does it yet), so it is refused with the reason."""
+    check_precision(precision)
+    if precision == "float16":
+        raise ValueError(f"{task}.precision 'float16' would need loss scaling, which {task} does not do; use "
+                         "'bfloat16' (TPUs and CPUs with bfloat16 units) or 'float32'")
+    return precision
+
+
 @contextlib.contextmanager
 def policy_scope(precision):
     """Layers created inside get the precision's Keras dtype policy (the global policy is restored after)."""

@@ -7,7 +7,7 @@ import gin
 import pytest
 
 from hit.main import REPO_ROOT, parse_gin
-from hit.models import DISCRIMINATOR_PRESETS, GENERATOR_PRESETS, VQHIT_PRESETS
+from hit.models import CONVNET_PRESETS, DISCRIMINATOR_PRESETS, GENERATOR_PRESETS, VQHIT_PRESETS
 from hit.models.presets import GAT_DISCRIMINATOR_PRESETS, GAT_GENERATOR_PRESETS
 from hit.tasks import GATTask, VQHiTTask
 from hit.train import Trainer
@@ -15,6 +15,8 @@ from hit.train import Trainer
 # file: (generator, discriminator, learning rate, bCR weight, global batch, steps, data set, resolution)
 PAPER_RUNS = {
     "imagenet_128.gin": ("hit_imagenet_128", "stylegan_d_128", 1e-4, 0.0, 256, 1_000_000, "imagenet2012", 128),
+    # Table 1's ConvNet-R1: the same run with SAGAN's ResNet generator
+    "imagenet_128_convnet_r1.gin": ("convnet_128", "stylegan_d_128", 1e-4, 0.0, 256, 1_000_000, "imagenet2012", 128),
     "ffhq_256_hit_s.gin": ("hit_s_256", "stylegan_d_256", 5e-5, 10.0, 256, 500_000, "ffhq", 256),
     "ffhq_256_hit_b.gin": ("hit_b_256", "stylegan_d_256", 5e-5, 10.0, 256, 500_000, "ffhq", 256),
     "ffhq_256_hit_l.gin": ("hit_l_256", "stylegan_d_256", 5e-5, 10.0, 256, 500_000, "ffhq", 256),
@@ -81,7 +83,7 @@ def test_gin_file_parses_and_builds_its_trainer(path, tmp_path):
     elif isinstance(trainer.task, GATTask):
         output_size = GAT_GENERATOR_PRESETS[trainer.task.generator_preset]["resolution"]
     else:
-        output_size = GENERATOR_PRESETS[trainer.task.generator_preset]["output_size"]
+        output_size = {**GENERATOR_PRESETS, **CONVNET_PRESETS}[trainer.task.generator_preset]["output_size"]
     discriminator = {**DISCRIMINATOR_PRESETS, **GAT_DISCRIMINATOR_PRESETS}[trainer.task.discriminator_preset]
     assert output_size == discriminator["resolution"] == gin.query_parameter("hit.data.DataSource.resolution")
     assert trainer.global_batch_size % 8 == 0 or "demo" in path  # splits over 8-core TPU slices

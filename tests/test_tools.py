@@ -31,6 +31,14 @@ def test_model_summary_prints_one_json_line():
     assert summary["stages"][0]["output"] == [1, 16, 16, 512]
 
 
+def test_model_summary_counts_the_convnet_baseline():
+    result = run_tool("tools/model_summary.py", "--preset=convnet_128")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["trainable_params"], summary["non_trainable_params"]) == (32_171_268, 9_984)
+    assert summary["output_shape"] == [1, 128, 128, 3] and summary["attention_resolution"] == 64
+
+
 def test_model_summary_unknown_preset_is_a_one_line_error():
     result = run_tool("tools/model_summary.py", "--preset=hit_xl_256")
     assert result.returncode != 0

@@ -1,61 +1,75 @@
-"""Time the GAN train step and generator sampling on this machine, with and without XLA; JSON lines out.
+"""Throughput against the machine's limit: inference and whole train steps, graph mode vs XLA, float32 vs
+bfloat16, with FLOPs per image and the fraction of a dense matmul's rate measured in the same run (hit.benchmark).
+One JSON line per configuration on stdout.
 
-    python tools/benchmark.py --generator=hit_demo_32 --discriminator=stylegan_d_demo_32 --batch=32
-    python tools/benchmark.py --generator=hit_b_256 --discriminator=stylegan_d_256 --batch=8 --bcr_weight=10
+    python tools/benchmark.py --inference=hit_b_256,hit_imagenet_128 --batch=8
+    python tools/benchmark.py --train=gan --generator=hit_imagenet_128 --discriminator=stylegan_d_128 --batch=8
+    python tools/benchmark.py --train=vqhit --generator=vqhit_demo_32 --discriminator=stylegan_d_demo_32
+    python tools/benchmark.py --train=gat --generator=gat_demo --inference= --precision=float32,bfloat16
+    python tools/benchmark.py --scaling   # multi-axis vs full attention as the token count grows (Sec. 3.2)
 
-The train step is the task's own per-replica step (GANTask.train_step: forward, R1, optional bCR, both
-optimizer updates), on random images, one replica. Timings exclude the first call (tracing / compilation).
+The train step is the task's own replica step (forward, penalties, both optimizer updates, EMA) on random data,
+one replica, with the task's defaults (GAN: R1 every step; --bcr_weight adds bCR's augmented D pass).
 """
 
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 import hit  # noqa: E402,F401  (selects the TensorFlow backend; before TensorFlow, see hit/__init__.py)
-import tensorflow as tf  # noqa: E402
+from hit import benchmark  # noqa: E402
 from hit.tasks import GANTask  # noqa: E402
+from hit.tasks.gat import GATTask  # noqa: E402
+from hit.tasks.vqhit import VQHiTTask  # noqa: E402
 
-_G = flags.DEFINE_string("generator", "hit_demo_32", "Generator preset.")
-_D = flags.DEFINE_string("discriminator", "stylegan_d_demo_32", "Discriminator preset.")
-_BATCH = flags.DEFINE_integer("batch", 32, "Batch size (one replica).")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed calls after the warm-up call.")
-_BCR = flags.DEFINE_float("bcr_weight", 0.0, "bCR weight (0 leaves the augmented D pass out).")
+_INFERENCE = flags.DEFINE_list("inference", ["hit_demo_32"], "Presets (generator, D or VQ-HiT) to time forward.")
+_TRAIN = flags.DEFINE_enum("train", None, ["gan", "vqhit", "gat"], "Also time this task's train step.")
+_G = flags.DEFINE_string("generator", "hit_demo_32", "--train: the generator (VQ-HiT: model, GAT: G) preset.")
+_D = flags.DEFINE_string("discriminator", "stylegan_d_demo_32", "--train: the D preset (GAT: the G preset's D).")
+_BCR = flags.DEFINE_float("bcr_weight", 0.0, "--train=gan: bCR weight (0 leaves the augmented D pass out).")
+_BATCH = flags.DEFINE_integer("batch", 8, "Batch size (one replica).")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed calls after the untimed first one (median reported).")
 _JIT = flags.DEFINE_list("jit", ["false", "true"], "XLA settings to time.")
+_PRECISION = flags.DEFINE_list("precision", ["float32", "bfloat16"], "Precisions to time.")
+_MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Side of the square matmul that measures the limit.")
+_SCALING = flags.DEFINE_bool("scaling", False, "Print the attention scaling report instead.")
+_GRIDS = flags.DEFINE_list("grids", ["8", "16", "32", "64"], "--scaling: grid sizes (tokens = grid^2).")
 
 
-def seconds_per_call(fn, steps):
-    fn(0)  # trace / compile
-    start = time.perf_counter()
-    for i in range(steps):
-        result = fn(i + 1)
-    tf.nest.map_structure(lambda t: t.numpy(), result)  # wait for the last call
-    return (time.perf_counter() - start) / steps
-
-
-def benchmark(jit):
-    task = GANTask(generator_preset=_G.value, discriminator_preset=_D.value, bcr_weight=_BCR.value)
-    task.build(tf.distribute.get_strategy(), _BATCH.value, jit_compile=jit)
-    size = task.resolution
-    batch = {"image": tf.random.uniform([_BATCH.value, size, size, 3], -1.0, 1.0)}
-    step_fn = tf.function(lambda step: task.train_step(batch, step, tf.constant(0)))
-    sample_fn = tf.function(lambda z: task.generator(z, training=False), jit_compile=jit)
-    z = tf.random.normal([_BATCH.value, task.latent_dim])
-    train = seconds_per_call(lambda i: step_fn(tf.constant(i, tf.int64)), _STEPS.value)
-    sample = seconds_per_call(lambda i: sample_fn(z), _STEPS.value)
-    return {"generator": _G.value, "discriminator": _D.value, "batch": _BATCH.value, "bcr": _BCR.value > 0,
-            "jit_compile": jit, "train_step_ms": round(train * 1000, 1),
-            "train_images_per_sec": round(_BATCH.value / train, 1),
-            "sample_images_per_sec": round(_BATCH.value / sample, 1), "device": tf.test.gpu_device_name() or "cpu"}
+def make_task(precision):
+    if _TRAIN.value == "gan":
+        return GANTask(generator_preset=_G.value, discriminator_preset=_D.value, bcr_weight=_BCR.value,
+                       precision=precision)
+    if _TRAIN.value == "vqhit":
+        return VQHiTTask(model_preset=_G.value, discriminator_preset=_D.value, perceptual_weight=0.0,
+                         precision=precision)
+    return GATTask(generator_preset=_G.value, precision=precision)
 
 
 def main(argv):
     del argv
-    for setting in _JIT.value:
-        print(json.dumps(benchmark(setting.lower() == "true")), flush=True)
+    emit = lambda line: print(json.dumps({**line, **benchmark.machine()}), flush=True)  # noqa: E731
+    if _SCALING.value:
+        from hit.attention_scaling import scaling_report
+        report = scaling_report([int(g) for g in _GRIDS.value], repeats=_STEPS.value)
+        for row in report["rows"]:
+            emit({"kind": "attention_scaling", **row})
+        emit({"kind": "attention_scaling_fit", "time_exponents": report["time_exponents"],
+              "flops_exponents": report["flops_exponents"]})
+        return
+    limits = {p: benchmark.matmul_gflops(p, _MATMUL.value, _STEPS.value) for p in ("float32", "bfloat16")}
+    emit({"kind": "matmul", "size": _MATMUL.value, **{f"{p}_gflops": round(v, 1) for p, v in limits.items()}})
+    for precision in _PRECISION.value:
+        for jit in (s.lower() == "true" for s in _JIT.value):
+            for preset in filter(None, _INFERENCE.value):
+                emit(benchmark.with_limit(benchmark.inference(preset, _BATCH.value, precision, jit, _STEPS.value),
+                                          limits))
+            if _TRAIN.value:
+                line = benchmark.train_step(make_task(precision), _BATCH.value, precision, jit, _STEPS.value)
+                emit(benchmark.with_limit(line, limits))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where latents.json and th
 _SHARD_SIZE = flags.DEFINE_integer("shard_size", 1024, "Source images per shard.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per step, all replicas together.")
 _NUM_IMAGES = flags.DEFINE_integer("num_images", None, "Only the first N images of the split (random: required).")
-_STRATEGY = flags.DEFINE_enum("strategy", "default", STRATEGIES, "tpu, mirrored (GPUs) or default (one device).")
+_STRATEGY = flags.DEFINE_enum("strategy", "default", [s for s in STRATEGIES if s != "multi_worker"],
+                              "tpu, mirrored (GPUs) or default (one device); several hosts: --num_tasks.")
 _TPU = flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu ('local' on a TPU VM).")
 _TASK_INDEX = flags.DEFINE_integer("task_index", 0, "This process's index when --num_tasks processes share shards.")
 _NUM_TASKS = flags.DEFINE_integer("num_tasks", 1, "Processes sharing the shards (shard k: task k mod num_tasks).")

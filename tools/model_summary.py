@@ -3,6 +3,7 @@
     python tools/model_summary.py --preset=hit_b_256
     python tools/model_summary.py --preset=vqhit_imagenet_256   # encoder, quant_conv, codebook, decoder counts
     python tools/model_summary.py --preset=gat_xl_2             # GAT G, D and REPA projector counts
+    python tools/model_summary.py --preset=convnet_128          # Table 1's ConvNet-R1 generator
 """
 
 import json
@@ -15,11 +16,11 @@ from absl import app, flags  # noqa: E402
 
 import hit  # noqa: E402,F401  (selects the TensorFlow backend)
 import keras  # noqa: E402
-from hit.models import (GAT_DISCRIMINATOR_PRESETS, GAT_GENERATOR_PRESETS, VQHIT_PRESETS,  # noqa: E402
-                        get_discriminator, get_generator, get_vqhit)
+from hit.models import (CONVNET_PRESETS, GAT_DISCRIMINATOR_PRESETS, GAT_GENERATOR_PRESETS,  # noqa: E402
+                        VQHIT_PRESETS, get_discriminator, get_generator, get_vqhit)
 from hit.models.gat import count_parameters  # noqa: E402
 
-_PRESET = flags.DEFINE_string("preset", None, "Generator (HiT or GAT) or VQ-HiT preset, e.g. hit_b_256 or gat_s_2.",
+_PRESET = flags.DEFINE_string("preset", None, "Generator (HiT, GAT, ConvNet) or VQ-HiT preset, e.g. hit_b_256.",
                               required=True)
 
 
@@ -71,6 +72,12 @@ def summarize(preset):
     if preset in GAT_GENERATOR_PRESETS:
         return summarize_gat(preset)
     generator = get_generator(preset)
+    if preset in CONVNET_PRESETS:
+        config = CONVNET_PRESETS[preset]
+        return {"preset": preset, "trainable_params": count(generator.trainable_variables),
+                "non_trainable_params": count(generator.non_trainable_variables), "latent_dim": generator.latent_dim,
+                "output_shape": [1, config["output_size"], config["output_size"], config.get("output_channels", 3)],
+                "channels": list(config["channels"]), "attention_resolution": config["attention_resolution"]}
     stages = []
     for i, shapes in enumerate(generator.stage_shapes()):
         resolution = 8 * 2**i

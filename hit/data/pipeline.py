@@ -142,7 +142,10 @@ class DataSource:
                                             self.with_labels)
         elif self.name == "random":
             dataset = random_images(self.resolution, self.channels, seed, start=start_step * global_batch_size)
-            dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+            pipelines = input_context.num_input_pipelines
+            if pipelines > 1:  # pipeline p: rows [p B/n, (p + 1) B/n) of each global batch, as on one pipeline
+                dataset = dataset.batch(global_batch_size // pipelines).shard(
+                    pipelines, input_context.input_pipeline_id).unbatch()
         else:
             dataset, sharded = self._read("train", input_context, seed)
             if not sharded:

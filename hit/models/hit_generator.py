@@ -131,7 +131,21 @@ def make_stages(initial_size, channels, num_heads, num_layers, block_sizes, atte
     ]
 
 
-class HiTGenerator(keras.Model):
+class LatentInput:
+    """Mixin of generators called as G(z): a z of the wrong shape is a one-line error naming the expected one."""
+
+    def _check_latent(self, z):
+        shape = list(getattr(z, "shape", np.shape(z)))
+        if len(shape) != 2 or shape[-1] != self.latent_dim:
+            raise ValueError(f"{self.name} expects z of shape [batch, {self.latent_dim}], got {shape}")
+
+    def __call__(self, z, *args, **kwargs):
+        # Checked here, before Keras wraps errors raised in call() into a multi-line report.
+        self._check_latent(z)
+        return super().__call__(z, *args, **kwargs)
+
+
+class HiTGenerator(LatentInput, keras.Model):
     """G(z, training) -> images (B, output_size, output_size, output_channels), float32, no tanh.
 
     Per-stage lists: channels, num_heads, num_layers (layers after the stage's cross-attention block) and
@@ -170,16 +184,6 @@ class HiTGenerator(keras.Model):
             )
         self.stages = make_stages(INITIAL_SIZE, channels, num_heads, num_layers, block_sizes, attention_type,
                                   num_attention_stages, cross_attention, multi_query, norm, output_channels)
-
-    def _check_latent(self, z):
-        shape = list(getattr(z, "shape", np.shape(z)))
-        if len(shape) != 2 or shape[-1] != self.latent_dim:
-            raise ValueError(f"{self.name} expects z of shape [batch, {self.latent_dim}], got {shape}")
-
-    def __call__(self, z, *args, **kwargs):
-        # Checked here, before Keras wraps errors raised in call() into a multi-line report.
-        self._check_latent(z)
-        return super().__call__(z, *args, **kwargs)
 
     def stage_outputs(self, z, training=None):
         """[(features, image)] after every stage; the image is None before the first RGB stage."""

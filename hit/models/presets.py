@@ -7,6 +7,7 @@ GAT (hit.models.gat, GAT facts 2.1): gat_{s,b,l,xl}_{2,4,8} and gat_demo, in the
 preset's family by its name.
 """
 
+from hit.models.convnet_generator import ConvNetGenerator
 from hit.models.gat import GATDiscriminator, GATGenerator
 from hit.models.hit_generator import HiTGenerator
 from hit.models.stylegan_discriminator import StyleGANDiscriminator
@@ -109,12 +110,29 @@ GAT_DISCRIMINATOR_PRESETS["gat_tiny"] = dict(resolution=16, patch_size=2, channe
                                              repa_dim=16)
 
 
+# Table 1's ConvNet-R1 baseline (hit.models.convnet_generator): SAGAN / BigGAN's ResNet generator.
+CONVNET_PRESETS = {
+    # SAGAN's / BigGAN's 128x128 ImageNet generator: with ch = 64, widths 16ch at 4x4 and 8x8, then 8ch, 4ch, 2ch, ch
+    # (BigGAN Table 4a; SAGAN's code has the same widths) and attention at 64x64 (both papers). z of 128: the
+    # BigGAN-PyTorch default dim_z; BigGAN's paper uses 120, split over its conditional BNs, which an unconditional
+    # G does not have. 32,171,268 trainable parameters and 9,984 BN statistics.
+    "convnet_128": dict(output_size=128, latent_dim=128, channels=(1024, 1024, 512, 256, 128, 64),
+                        attention_resolution=64),
+    # The offline demo's baseline (not a paper model): hit_demo_32's output channels (3, gin/demo) and latent size;
+    # the 128 model's width pattern from 4x4 to 32x32 (16ch, 16ch, 8ch, 4ch) with ch = 12, for about hit_demo_32's
+    # parameter count (1,249,732 trainable vs 1,187,747); attention at 16x16, half the output as SAGAN's 64 of 128.
+    "convnet_demo_32": dict(output_size=32, latent_dim=64, channels=(192, 192, 96, 48), attention_resolution=16),
+}
+
+
 def get_generator(preset, build=True, **overrides):
-    """Build the generator of a preset, with any argument of its class (HiTGenerator or GATGenerator) overridden.
+    """Build the generator of a preset, with any argument of its class (HiTGenerator, GATGenerator or
+    ConvNetGenerator) overridden.
 
     Examples: get_generator("hit_b_256", norm_type="layer", multi_query=False); get_generator("gat_b_2").
     """
-    families = ((GENERATOR_PRESETS, HiTGenerator), (GAT_GENERATOR_PRESETS, GATGenerator))
+    families = ((GENERATOR_PRESETS, HiTGenerator), (GAT_GENERATOR_PRESETS, GATGenerator),
+                (CONVNET_PRESETS, ConvNetGenerator))
     return _from_preset("generator", families, preset, build, overrides)
 
 

@@ -75,7 +75,8 @@ class VQHiT(keras.Model):
         decoder = HiTDecoder(grid, embedding_dim, resolution, channels, num_heads, num_layers, block_sizes,
                              num_latent_tokens, attention_type, multi_query, norm_type, bn_group_size,
                              bn_unbiased_moving_variance, image_channels, name="decoder")
-        quantizer = VectorQuantizer(num_codes, embedding_dim, beta, name="quantizer")
+        # float32 under any policy: nearest-code distances in bfloat16 would pick other codes.
+        quantizer = VectorQuantizer(num_codes, embedding_dim, beta, name="quantizer", dtype="float32")
         super().__init__(name=name, **kwargs)
         self._config = config
         self.encoder, self.decoder, self.quantizer = encoder, decoder, quantizer

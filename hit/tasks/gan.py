@@ -22,6 +22,7 @@ from hit import augment, losses, penalties
 from hit.ema import ExponentialMovingAverage
 from hit.seeds import stateless_normal, stateless_seed
 from hit.models import get_discriminator, get_generator
+from hit.precision import check_task_precision, policy_scope
 from hit.tasks.replicas import average_replica_statistics, per_replica_batch
 
 UPDATE_SCHEMES = ("simultaneous", "alternating")
@@ -46,6 +47,9 @@ class GANTask(TwoOptimizers):
 
     bn_group_size: the generator's BatchNorm statistics come from fixed groups of this many samples of each
     replica's batch (the paper gins: 8, the official per-core batch); None: each replica's whole batch.
+    precision: "float32" (the official code) or "bfloat16": Keras' mixed_bfloat16 policy for G, the EMA G and D
+    (variables float32; BatchNorm, softmax, D's logits, the losses and R1's sum of squares in float32). What
+    sampling, evaluation and export restore (eval_generator) computes in float32 either way.
     """
 
     metric_names = ("d_loss", "g_loss", "r1_penalty", "bcr_loss", "d_total_loss", "real_logits", "fake_logits")
@@ -56,7 +60,9 @@ class GANTask(TwoOptimizers):
                  generator_lr=1e-4, discriminator_lr=1e-4, beta1=0.0, beta2=0.99, adam_epsilon=1e-7,
                  loss_type="non_saturating", r1_weight=10.0, r1_interval=1,
                  bcr_weight=0.0, augment_policy="color,translation,cutout",
-                 update="simultaneous", ema_decay=0.999, ema_start_step=10, bn_group_size=None):
+                 update="simultaneous", ema_decay=0.999, ema_start_step=10, bn_group_size=None,
+                 precision="float32"):
+        self.precision = check_task_precision("GANTask", precision)
         if update not in UPDATE_SCHEMES:
             raise ValueError(f"unknown update scheme {update!r}; expected one of {UPDATE_SCHEMES}")
         if r1_interval < 1:
@@ -91,10 +97,11 @@ class GANTask(TwoOptimizers):
                                                    self.bn_group_size)
         self.seed = seed
         with strategy.scope():
-            self.generator = get_generator(self.generator_preset, **self.generator_overrides)
-            self.ema_generator = get_generator(self.generator_preset, name="ema_generator",
-                                               **self.generator_overrides)
-            self.discriminator = get_discriminator(self.discriminator_preset, **self.discriminator_overrides)
+            with policy_scope(self.precision):
+                self.generator = get_generator(self.generator_preset, **self.generator_overrides)
+                self.ema_generator = get_generator(self.generator_preset, name="ema_generator",
+                                                   **self.generator_overrides)
+                self.discriminator = get_discriminator(self.discriminator_preset, **self.discriminator_overrides)
             adam = dict(beta_1=self.beta1, beta_2=self.beta2, epsilon=self.adam_epsilon)
             self.generator_optimizer = keras.optimizers.Adam(self.generator_lr, **adam)
             self.discriminator_optimizer = keras.optimizers.Adam(self.discriminator_lr, **adam)

@@ -27,7 +27,7 @@ from hit.ema import ExponentialMovingAverage
 from hit.models import get_discriminator, get_generator
 from hit.models.sd_vae import load_sd_vae
 from hit.optimizers import AdamW
-from hit.precision import check_precision, float32_compute, policy_scope
+from hit.precision import check_task_precision, float32_compute, policy_scope
 from hit.seeds import stateless_normal, stateless_seed
 from hit.tasks.gan import TwoOptimizers
 from hit.tasks.replicas import per_replica_batch
@@ -59,10 +59,7 @@ class GATTask(TwoOptimizers):
                  r2_weight=0.05, penalty_sigma=0.01, repa_weight=1.0, noise_levels=mng.NOISE_LEVELS,
                  augment_policy=GAT_POLICY, flip_probability=0.4, brightness_probability=0.5, ema_decay=0.999,
                  precision="float32", vae_weights=None, sample_psi=0.0):
-        check_precision(precision)
-        if precision == "float16":
-            raise ValueError("GATTask.precision 'float16' would need loss scaling, which GATTask does not do; use "
-                             "'bfloat16' (GAT's choice) or 'float32'")
+        check_task_precision("GATTask", precision)
         self.generator_preset = generator_preset
         self.discriminator_preset = discriminator_preset or generator_preset
         self.generator_overrides = dict(generator_overrides or {})

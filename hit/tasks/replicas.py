@@ -26,6 +26,8 @@ def average_replica_statistics(variables, num_replicas):
     moving averages are linear), and keeps every replica's copy (and EMA) identical."""
     if num_replicas == 1 or not variables:
         return
-    means = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, [v.value for v in variables])
+    # tf.identity: under MultiWorkerMirroredStrategy a variable's read has no device, which all_reduce needs.
+    values = [tf.identity(v.value) for v in variables]
+    means = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, values)
     for variable, mean in zip(variables, means):
         variable.assign(mean)

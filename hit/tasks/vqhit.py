@@ -26,6 +26,7 @@ from hit.data import DataSource
 from hit.layers.quantizer import code_counts, code_usage
 from hit.models import get_discriminator, get_vqhit
 from hit.perceptual import VGGFeatures, perceptual_distance
+from hit.precision import check_task_precision, policy_scope
 from hit.tasks.replicas import average_replica_statistics, per_replica_batch
 
 RANDOM_VGG = "random"
@@ -38,6 +39,8 @@ class VQHiTTask:
     vgg_weights_path: Keras' VGG16 no-top weights file (vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5), or
     "random" for an untrained VGG (tests and offline smoke runs only); needed when perceptual_weight > 0.
     bn_group_size: the decoder's BatchNorm groups (hit.layers.normalization), as GANTask's.
+    precision: "float32" or "bfloat16" (mixed_bfloat16 for the autoencoder, D and VGG; the quantiser, the
+    losses and the perceptual distance's sums in float32), as GANTask's.
     """
 
     metric_names = ("reconstruction_loss", "perceptual_loss", "g_loss", "codebook_loss", "commitment_loss",
@@ -49,7 +52,8 @@ class VQHiTTask:
                  discriminator_preset="stylegan_d_256", discriminator_overrides=None, autoencoder_lr=1e-4,
                  discriminator_lr=1e-4, beta1=0.0, beta2=0.99, adam_epsilon=1e-7, loss_type="non_saturating",
                  r1_weight=10.0, perceptual_weight=5e-5, adversarial_weight=0.1, vgg_weights_path=None,
-                 bn_group_size=None):
+                 bn_group_size=None, precision="float32"):
+        self.precision = check_task_precision("VQHiTTask", precision)
         losses.discriminator_loss(tf.zeros([1]), tf.zeros([1]), loss_type)  # a bad loss type fails now
         self.model_overrides = dict(model_overrides or {})
         if bn_group_size is not None:
@@ -80,12 +84,13 @@ class VQHiTTask:
         self.per_replica_batch = per_replica_batch("VQHiTTask", global_batch_size, self.num_replicas,
                                                    self.bn_group_size)
         with strategy.scope():
-            self.model = get_vqhit(self.model_preset, **self.model_overrides)
-            self.discriminator = get_discriminator(self.discriminator_preset, **self.discriminator_overrides)
-            self.vgg = None
-            if self.perceptual_weight:
-                path = None if self.vgg_weights_path == RANDOM_VGG else self.vgg_weights_path
-                self.vgg = VGGFeatures(weights_path=path)
+            with policy_scope(self.precision):
+                self.model = get_vqhit(self.model_preset, **self.model_overrides)
+                self.discriminator = get_discriminator(self.discriminator_preset, **self.discriminator_overrides)
+                self.vgg = None
+                if self.perceptual_weight:
+                    path = None if self.vgg_weights_path == RANDOM_VGG else self.vgg_weights_path
+                    self.vgg = VGGFeatures(weights_path=path)
             adam = dict(beta_1=self.beta1, beta_2=self.beta2, epsilon=self.adam_epsilon)
             self.autoencoder_optimizer = keras.optimizers.Adam(self.autoencoder_lr, **adam)
             self.discriminator_optimizer = keras.optimizers.Adam(self.discriminator_lr, **adam)

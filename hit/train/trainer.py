@@ -12,12 +12,19 @@ by tf.train.CheckpointManager (the `checkpoint` index file is replaced only afte
 resume is automatic, a stop request (request_stop(); SIGTERM or SIGINT when train() runs in the main thread)
 saves at the end of the current host call before returning, and a non-finite loss stops training before
 anything is saved, so the last good checkpoint stays the latest.
+
+Under MultiWorkerMirroredStrategy every worker runs this loop on the shared model_dir. Saving is collective, so
+every worker saves, but only the chief (hit.train.strategy.is_chief) into model_dir, the others into temporary
+directories deleted at once. Only the chief writes summaries, samples and config files and runs evaluations.
+Before each host call the workers agree on stopping: a signal to any of them stops all at the same step.
 """
 
 import datetime
 import math
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 
@@ -28,6 +35,7 @@ import tensorflow as tf
 from hit.data import data_stats, make_train_dataset
 from hit.train import summaries
 from hit.train.checkpoints import checkpoint_step, make_checkpoint
+from hit.train.strategy import is_chief
 
 
 class NonFiniteLossError(RuntimeError):
@@ -52,6 +60,8 @@ class Trainer:
         self.task = task
         self.model_dir = model_dir
         self.strategy = strategy or tf.distribute.get_strategy()
+        self.chief = is_chief(self.strategy)
+        self._multi_worker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
         self.train_steps = train_steps
         self.global_batch_size = global_batch_size
         self.steps_per_loop = steps_per_loop
@@ -82,13 +92,14 @@ class Trainer:
         # A fresh object for saving: one with a pending restore would restore whatever is attached to it.
         self.checkpoint = make_checkpoint({**items, **({"data_iterator": self.iterator} if iterator_saved else {})})
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.model_dir, self.keep_checkpoints)
-        self.writer = tf.summary.create_file_writer(self.model_dir)
+        self.writer = tf.summary.create_file_writer(self.model_dir) if self.chief else tf.summary.create_noop_writer()
         with self.strategy.scope():  # one sum per replica, read as the mean over replicas
             self._metric_sums = {name: tf.Variable(0.0, trainable=False, name=f"sum_{name}",
                                                    synchronization=tf.VariableSynchronization.ON_READ,
                                                    aggregation=tf.VariableAggregation.MEAN)
                                  for name in self.task.metric_names}
         self._train_loop = tf.function(self._train_loop_fn)
+        self._stop_votes = tf.function(self._stop_votes_fn)
 
     def _make_iterator(self, start_step):
         return iter(self.strategy.distribute_datasets_from_function(
@@ -120,6 +131,11 @@ class Trainer:
         return iterator, True
 
     def _replica_step(self, batch):
+        # Multi-worker input iterators leave the batch size unknown (they allow a partial last batch); ours are
+        # endless with drop_remainder, and the tasks (and XLA) want it static.
+        size = self.global_batch_size // self.strategy.num_replicas_in_sync
+        batch = tf.nest.map_structure(
+            lambda t: tf.ensure_shape(t, [size, *t.shape[1:]]) if t.shape[0] is None else t, batch)
         step = tf.identity(self.task.global_step.value)  # this replica's copy: the step this update makes, from 0
         replica_id = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
         metrics = self.task.train_step(batch, step, replica_id)
@@ -165,7 +181,9 @@ class Trainer:
         """Train to train_steps (resuming from the latest checkpoint); returns the last metrics.
 
         evaluate(checkpoint_path), if given, runs after the checkpoints at multiples of eval_every and at the
-        end (--mode=train_and_eval). A run already at train_steps returns {} at once, saying so."""
+        end (--mode=train_and_eval; on the chief alone). A run already at train_steps returns {} at once, saying
+        so."""
+        evaluate = evaluate if self.chief else None
         done = self.completed_steps()
         if done >= self.train_steps:
             logging.info("%s is already trained to %d steps; raise Trainer.train_steps to continue (e.g. "
@@ -175,15 +193,18 @@ class Trainer:
         self._set_up()
         step = int(self.task.global_step.numpy())
         logging.info("Training %s from step %d to %d", self.model_dir, step, self.train_steps)
-        summaries.write_config(self.writer, self.model_dir, step, operative=False)
+        self._write_config(step, operative=False)
         self._report_data_stats(step)
         in_main_thread = threading.current_thread() is threading.main_thread()
         handled = (signal.SIGTERM, signal.SIGINT) if in_main_thread else ()
         previous_handlers = {s: signal.signal(s, self._on_signal) for s in handled}
-        metrics, saved_step, first_call = {}, step, True
+        metrics, saved_step, first_call, stopped = {}, step, True, False
         window = _Window()
         try:
-            while step < self.train_steps and not self._stop_requested:
+            while step < self.train_steps:
+                if self._stop_agreed():
+                    stopped = True
+                    break
                 num_steps = self._next_stop(step) - step
                 start = time.time()
                 metrics = {k: float(v) for k, v in self._train_loop(self.iterator, tf.constant(num_steps)).items()}
@@ -196,7 +217,7 @@ class Trainer:
                 step += num_steps
                 window.add(metrics, num_steps, elapsed)
                 if first_call:  # every configurable has been used by now
-                    summaries.write_config(self.writer, self.model_dir, step, operative=True)
+                    self._write_config(step, operative=True)
                     first_call = False
                 if (not self.log_every or step % self.log_every == 0 or step == self.train_steps
                         or self._stop_requested):
@@ -206,11 +227,11 @@ class Trainer:
                     saved_step = step
                     if evaluate and ((self.eval_every and step % self.eval_every == 0) or step == self.train_steps):
                         evaluate(path)
-                if self.sample_every and step % self.sample_every == 0:
+                if self.chief and self.sample_every and step % self.sample_every == 0:
                     self._write_samples(step)
-            if self._stop_requested and saved_step != step:
+            if stopped and saved_step != step:
                 self._save(step)
-            if self._stop_requested:
+            if stopped:
                 logging.info("Stopped at step %d; run the same command again to resume", step)
         finally:
             for s, handler in previous_handlers.items():
@@ -218,10 +239,33 @@ class Trainer:
             self.writer.flush()
         return metrics
 
+    def _stop_agreed(self):
+        """Whether to stop before the next host call: with several workers, whether any of them was asked to."""
+        if not self._multi_worker:
+            return self._stop_requested
+        return float(self._stop_votes(tf.constant(float(self._stop_requested)))) > 0
+
+    def _stop_votes_fn(self, vote):
+        """This worker's vote summed with every other worker's (a collective: all workers call it together)."""
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(tf.identity, args=(vote,)), axis=None)
+
     def _save(self, step):
+        """Saves in model_dir (the chief), or else into a temporary directory deleted at once: saving is
+        collective (reading some distributed variables is), so every worker must save."""
+        if not self.chief:
+            directory = tempfile.mkdtemp(prefix="hit_worker_checkpoint_")
+            try:
+                tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=1).save(checkpoint_number=step)
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+            return None
         path = self.manager.save(checkpoint_number=step)
         logging.info("Saved %s", path)
         return path
+
+    def _write_config(self, step, operative):
+        if self.chief:
+            summaries.write_config(self.writer, self.model_dir, step, operative)
 
     def _report_data_stats(self, step):
         """Counters of the input pipeline (e.g. skipped_images), logged and written whenever they change."""
