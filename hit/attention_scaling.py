@@ -24,13 +24,12 @@ flattens the time fit, so compare the FLOP exponents and the largest sizes too.
 """
 
 import json
-import statistics
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from hit.benchmark import median_seconds
 from hit.flops import count_flops
 from hit.layers import MultiAxisAttention, block_images, unblock_images
 
@@ -74,16 +73,6 @@ def _forward(formulation, grid, channels, num_heads, block_size):
     return lambda x: tf.reshape(layer(tf.reshape(x, [-1, grid * grid, channels])), [-1, grid, grid, channels])
 
 
-def _median_seconds(fn, x, repeats):
-    fn(x).numpy()  # trace and XLA-compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x).numpy()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def fit_exponent(tokens, values):
     """a of values ~ c * tokens^a, least squares on log-log."""
     return float(np.polyfit(np.log(tokens), np.log(values), 1)[0])
@@ -102,7 +91,7 @@ def scaling_report(grid_sizes=(8, 16, 32, 64), channels=64, num_heads=4, block_s
         row = {"grid": grid, "tokens": grid * grid}
         for name in FORMULATIONS:
             fn = tf.function(_forward(name, grid, channels, num_heads, block_size), jit_compile=True)
-            row[f"{name}_ms"] = round(1000 * _median_seconds(fn, x, repeats), 3)
+            row[f"{name}_ms"] = round(1000 * median_seconds(lambda: fn(x), repeats), 3)
             row[f"{name}_logits_bytes"] = logits_bytes(name, grid, num_heads, block_size, batch)
             row[f"{name}_flops"] = count_flops(fn, tf.TensorSpec(x.shape))["total"]
         rows.append(row)

@@ -20,6 +20,7 @@ from hit.models import (CONVNET_PRESETS, GAT_GENERATOR_PRESETS, GENERATOR_PRESET
                         GATGenerator, get_discriminator, get_generator, get_vqhit)
 from hit.precision import check_task_precision, policy_scope
 
+
 def median_seconds(fn, steps):
     """Median wall time of fn() over `steps` calls after one untimed call; fn returns tensors (waited for)."""
     def call():
@@ -61,10 +62,12 @@ def _model(preset, precision):
             model = get_discriminator(preset)  # names every known preset when this one is unknown too
 
     def inputs(batch):
-        if isinstance(model, (GATGenerator, GATDiscriminator)):  # (latents | stacked noisy latents, labels)
-            width = model.latent_dim if isinstance(model, GATGenerator) else None
-            shape = [batch, width] if width else [batch, model.resolution, model.resolution, model.input_channels]
-            return tf.random.stateless_normal(shape, [0, 1]), tf.zeros([batch], tf.int32)
+        labels = tf.zeros([batch], tf.int32)
+        if isinstance(model, GATGenerator):  # (z, labels)
+            return tf.random.stateless_normal([batch, model.latent_dim], [0, 1]), labels
+        if isinstance(model, GATDiscriminator):  # (stacked noisy latents, labels)
+            shape = [batch, model.resolution, model.resolution, model.input_channels]
+            return tf.random.stateless_normal(shape, [0, 1]), labels
         if hasattr(model, "latent_dim"):  # HiT and ConvNet generators: z
             return (tf.random.stateless_normal([batch, model.latent_dim], [0, 1]),)
         channels = getattr(model, "image_channels", 3)  # D and VQ-HiT: images
