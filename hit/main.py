@@ -27,7 +27,7 @@ import hit  # noqa: F401  (selects the TensorFlow backend and quiets TensorFlow'
 import gin
 import keras
 import tensorflow as tf
-from hit import data, tasks, train  # noqa: F401  (registers the configurables)
+from hit import data, stop_signals, tasks, train  # noqa: F401  (registers the configurables)
 from hit.data import DataSource
 from hit.console import keep_project_lines
 from hit.errors import one_line
@@ -133,23 +133,18 @@ def next_steps(model_dir, autoencoder=False):
 
 
 def _install_signal_handlers(job):
-    def handle(signum, frame):
-        del frame
-        name = signal.Signals(signum).name
-        if job.mode == "eval":
-            sys.stderr.write(f"Stopped by {name}; results so far are in "
-                             f"{os.path.join(job.model_dir, 'eval', 'results.jsonl')}\n")
-            os._exit(128 + signum)
-        if job.stop_requested:  # the second signal: stop at once; the checkpoints on disk are complete
-            latest = tf.train.latest_checkpoint(job.model_dir)
-            sys.stderr.write(f"Stopped at once by a second {name} without saving; latest checkpoint: {latest}\n")
-            os._exit(128 + signum)
-        logging.warning("%s: checkpointing and stopping after the current host call (press Ctrl-C again to "
-                        "stop at once without saving)", name)
-        job.request_stop()
+    if job.mode != "eval":
+        stop_signals.install(job.request_stop, job.model_dir)
+        return
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, handle)
+    def stop_evaluating(signum, frame):  # nothing to save: every result is written as it is computed
+        del frame
+        sys.stderr.write(f"Stopped by {signal.Signals(signum).name}; results so far are in "
+                         f"{os.path.join(job.model_dir, 'eval', 'results.jsonl')}\n")
+        os._exit(128 + signum)
+
+    for signum in stop_signals.HANDLED:
+        signal.signal(signum, stop_evaluating)
 
 
 def main(argv):

@@ -23,7 +23,6 @@ import datetime
 import math
 import os
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -32,6 +31,7 @@ import gin
 from absl import logging
 import tensorflow as tf
 
+from hit import stop_signals
 from hit.data import data_stats, make_train_dataset
 from hit.train import summaries
 from hit.train.checkpoints import checkpoint_step, make_checkpoint
@@ -163,15 +163,6 @@ class Trainer:
         """Stop at the end of the current host call, after a checkpoint (thread- and signal-safe)."""
         self._stop_requested = True
 
-    def _on_signal(self, signum, frame):
-        del frame
-        if self._stop_requested:  # the second Ctrl-C: the default action, which ends the process at once
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-        logging.warning("Received %s: checkpointing and stopping after the current host call (again: stop at "
-                        "once without saving)", signal.Signals(signum).name)
-        self.request_stop()
-
     def completed_steps(self):
         """The step of the latest checkpoint in model_dir (0 without one), read without building anything."""
         latest = tf.train.latest_checkpoint(self.model_dir)
@@ -196,8 +187,7 @@ class Trainer:
         self._write_config(step, operative=False)
         self._report_data_stats(step)
         in_main_thread = threading.current_thread() is threading.main_thread()
-        handled = (signal.SIGTERM, signal.SIGINT) if in_main_thread else ()
-        previous_handlers = {s: signal.signal(s, self._on_signal) for s in handled}
+        previous_handlers = stop_signals.install(self.request_stop, self.model_dir) if in_main_thread else {}
         metrics, saved_step, first_call, stopped = {}, step, True, False
         window = _Window()
         try:
@@ -234,8 +224,7 @@ class Trainer:
             if stopped:
                 logging.info("Stopped at step %d; run the same command again to resume", step)
         finally:
-            for s, handler in previous_handlers.items():
-                signal.signal(s, handler)
+            stop_signals.restore(previous_handlers)
             self.writer.flush()
         return metrics
 
