@@ -24,11 +24,11 @@ import traceback
 from absl import app, flags, logging
 
 import hit  # noqa: F401  (selects the TensorFlow backend and quiets TensorFlow's C++ log; before TF's import)
-import gin
 import keras
 import tensorflow as tf
 from hit import data, stop_signals, tasks, train  # noqa: F401  (registers the configurables)
 from hit.data import DataSource
+from hit.configs import parse_gin
 from hit.console import keep_project_lines
 from hit.errors import one_line
 from hit.eval.evaluator import Evaluator
@@ -36,7 +36,6 @@ from hit.train import NonFiniteLossError, Trainer, make_strategy
 from hit.train.strategy import STRATEGIES
 
 MODES = ("train", "eval", "train_and_eval")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Errors a user can act on (configuration, data, files): printed as one line. Anything else is a bug and keeps
 # its traceback.
 USER_ERRORS = (ValueError, OSError, tf.errors.OpError, NonFiniteLossError)
@@ -55,15 +54,6 @@ _DETERMINISTIC = flags.DEFINE_bool("deterministic", False, "Op determinism and w
                                    "Trainer.seed: the same command gives the same checkpoints bit for bit "
                                    "(slower; see README).")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Tracebacks with errors, and TensorFlow's own Python log lines.")
-
-
-def parse_gin(files, params):
-    """Parse gin; an unknown key, bad value or missing file is a one-line ValueError."""
-    gin.add_config_file_search_path(REPO_ROOT)
-    try:
-        gin.parse_config_files_and_bindings(files, params)
-    except (ValueError, SyntaxError, OSError) as e:
-        raise ValueError(f"bad gin config: {one_line(e)}") from None
 
 
 class Job:

@@ -162,7 +162,7 @@ def test_config_round_trips():
 def test_baseline_gin_trains_one_step_and_samples_from_its_ema_generator(tmp_path):
     """gin/hit/imagenet_128_convnet_r1.gin on tiny settings: one step of the paper's recipe, a checkpoint, and
     sampling restores the ConvNet EMA generator from the run unchanged."""
-    from hit.main import parse_gin
+    from hit.configs import parse_gin
     from hit.sampling import load_generator
     from hit.train import Trainer
 

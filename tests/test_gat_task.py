@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.main import parse_gin
+from hit.configs import parse_gin
 from hit.models import get_discriminator
 from hit.precision import float32_compute, policy_scope
 from hit.tasks import GATTask

@@ -6,7 +6,7 @@ import os
 import gin
 import pytest
 
-from hit.main import REPO_ROOT, parse_gin
+from hit.configs import REPO_ROOT, parse_gin
 from hit.models import CONVNET_PRESETS, DISCRIMINATOR_PRESETS, GENERATOR_PRESETS, VQHIT_PRESETS
 from hit.models.presets import GAT_DISCRIMINATOR_PRESETS, GAT_GENERATOR_PRESETS
 from hit.tasks import GATTask, VQHiTTask

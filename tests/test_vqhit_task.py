@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from hit.data import DataSource
 from hit.layers.quantizer import code_counts, code_usage
-from hit.main import parse_gin
+from hit.configs import parse_gin
 from hit.tasks import VQHiTTask
 from hit.train import Trainer
 

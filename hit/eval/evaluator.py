@@ -60,7 +60,7 @@ def reconstruction_quality(inputs, reconstructions):
     return tf.minimum(tf.image.psnr(a, b, max_val=1.0), PSNR_CAP_DB), tf.image.ssim(a, b, max_val=1.0)
 
 
-def _write_atomically(path, data):
+def write_atomically(path, data):
     """Write to a temporary name, then rename over `path` (local disks and GCS): never a half-written file."""
     tf.io.gfile.makedirs(os.path.dirname(path))
     temporary = path + ".tmp"
@@ -172,7 +172,7 @@ class Evaluator:
             arrays = stats.arrays()
         buffer = io.BytesIO()
         np.savez(buffer, **arrays, kid=kid, first=first, **({"pr": pr} if self.precision_recall else {}))
-        _write_atomically(self.reference_path, buffer.getvalue())
+        write_atomically(self.reference_path, buffer.getvalue())
         return stats, kid, first, pr if self.precision_recall else None
 
     def _fake_batches(self, generator):
@@ -268,7 +268,7 @@ class Evaluator:
         rows = [r for r in self.results() if (r["step"], r["protocol"]) != (step, self.protocol)]
         rows.append({"step": step, "checkpoint": os.path.basename(path), "protocol": self.protocol, **metrics})
         rows.sort(key=lambda r: (r["step"], r["protocol"]))
-        _write_atomically(self.results_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+        write_atomically(self.results_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
     def _keep_if_best(self, path, step, metrics):
         """Copy the checkpoint into best/ when it beats best.json. Crash-safe order: copy the new files,
@@ -286,7 +286,7 @@ class Evaluator:
         tf.io.gfile.makedirs(best_dir)
         for source in tf.io.gfile.glob(path + ".*"):
             tf.io.gfile.copy(source, os.path.join(best_dir, os.path.basename(source)), overwrite=True)
-        _write_atomically(record, json.dumps({
+        write_atomically(record, json.dumps({
             "step": step, "checkpoint": os.path.basename(path), "metric": self.best_metric, "value": value,
             "protocol": self.protocol, **metrics}, indent=1).encode())
         if previous and previous["checkpoint"] != os.path.basename(path):

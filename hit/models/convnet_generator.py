@@ -14,8 +14,8 @@ Choices made here:
 - No tanh at the end, as the repository's HiTGenerator: G returns unbounded float32 images, clipped to [-1, 1]
   when sampling.
 - Plain BatchNorm (the repository's GroupedBatchNormalization, so bn_group_size works as for HiT), not BigGAN's
-  conditional BN: the model is unconditional. norm_type "layer" is accepted too, so the demo config's override
-  applies; it is not part of SAGAN.
+  conditional BN: the model is unconditional. norm_type "layer" (per-pixel LayerNorm, not part of SAGAN) is
+  accepted too; in the demo it did worse (gin/demo/fashion_mnist_32_convnet.gin).
 - Attention as BigGAN's (its SAGAN layer): 1x1 convs without bias, query C/8, key C/8 and value C/2, keys and
   values 2x2 max-pooled, a 1x1 conv back to C, and out = x + gamma * attention with gamma initialised to 0.
 - Keras' default initialisers (Glorot uniform, zero biases), not BigGAN's orthogonal initialisation.

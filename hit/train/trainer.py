@@ -168,12 +168,13 @@ class Trainer:
         latest = tf.train.latest_checkpoint(self.model_dir)
         return checkpoint_step(latest) if latest else 0
 
-    def train(self, evaluate=None):
+    def train(self, evaluate=None, after_host_call=None):
         """Train to train_steps (resuming from the latest checkpoint); returns the last metrics.
 
         evaluate(checkpoint_path), if given, runs after the checkpoints at multiples of eval_every and at the
-        end (--mode=train_and_eval; on the chief alone). A run already at train_steps returns {} at once, saying
-        so."""
+        end (--mode=train_and_eval; on the chief alone). after_host_call(step), if given, runs after each host
+        call and its checkpoint and samples (hit.compare measures generators at wall-clock marks with it and
+        stops the run with request_stop()). A run already at train_steps returns {} at once, saying so."""
         evaluate = evaluate if self.chief else None
         done = self.completed_steps()
         if done >= self.train_steps:
@@ -219,6 +220,8 @@ class Trainer:
                         evaluate(path)
                 if self.chief and self.sample_every and step % self.sample_every == 0:
                     self._write_samples(step)
+                if after_host_call:
+                    after_host_call(step)
             if stopped and saved_step != step:
                 self._save(step)
             if stopped:

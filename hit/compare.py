@@ -1,0 +1,209 @@
+"""Generators trained for the same wall-clock budget and measured at the same time marks (Table 1's comparison of
+HiT with ConvNet-R1, at the demo's scale; tools/compare_generators.py).
+
+Each run is a gin configuration of the GAN task (the HiT demo, the ConvNet demo, ...), trained from scratch in this
+process one after the other, each with the data, discriminator, losses and optimiser its gin file gives. A run's
+clock runs while its trainer does (building, tracing, steps, checkpoints) and stops while it is measured. At each
+mark, the first host call that ends past it, the EMA generator (sampled as the evaluation protocol does,
+training=False) is measured with the demo classifier (hit.eval.classifier_distance):
+- fcd: the Fréchet classifier distance of num_samples samples to the test split (the demo's FID);
+- classifier_score: the Inception Score computed with the demo classifier (higher: confident, varied classes);
+- class_min, class_max: the smallest and largest share of samples the classifier puts in one class, as a
+  multiple of uniform (1 / classes); "every class within a factor 2 of uniform" is class_min >= 0.5 and
+  class_max <= 2;
+- duplicates: the share of coverage_samples samples whose nearest other sample (classifier features) is closer
+  than the 1st percentile of the same nearest-neighbour distance among as many real test images (so about 0.01
+  for the real data).
+Every run trains until the last mark; with until_last_mark=False a run that ends (Trainer.train_steps) before a
+mark is measured at its end, for the marks left.
+
+Writes into output_dir: compare.jsonl (one line per run and mark), compare.md (the table) and compare.png (one
+column per run, one row per mark, each cell 64 samples of the same latents), and each run's model_dir beside.
+"""
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import time
+from typing import NamedTuple
+
+import gin
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from hit import sampling
+from hit.configs import parse_gin
+from hit.data import DataSource
+from hit.eval.evaluator import Evaluator, write_atomically
+from hit.eval.precision_recall import knn_radii
+from hit.images import image_grid, to_uint8
+from hit.tasks import GANTask
+from hit.train import Trainer
+
+GRID_SAMPLES, GAP = 64, 8
+
+
+class Run(NamedTuple):
+    name: str
+    gin_files: tuple
+
+
+def parse_run(text):
+    """'NAME=GIN[+GIN...]' -> Run; a one-line ValueError otherwise."""
+    name, sep, files = text.partition("=")
+    if not sep or not name or not files or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"bad run {text!r}: expected NAME=GIN_FILE[+GIN_FILE...] with NAME of letters, digits, "
+                         "'_' or '-'")
+    return Run(name, tuple(files.split("+")))
+
+
+def check_marks(marks):
+    marks = [float(m) for m in marks]
+    if not marks or any(m <= 0 for m in marks) or sorted(set(marks)) != marks:
+        raise ValueError(f"time marks must be positive and increasing, got {marks}")
+    return marks
+
+
+class _Clock:
+    """Seconds since start, not counting the time spent inside paused()."""
+
+    def __init__(self):
+        self._start, self._paused = time.monotonic(), 0.0
+
+    def seconds(self):
+        return time.monotonic() - self._start - self._paused
+
+    @contextlib.contextmanager
+    def paused(self):
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self._paused += time.monotonic() - start
+
+
+def coverage(features, logits, real_features):
+    """class_min, class_max (shares of the predicted classes over uniform) and duplicates (see the module)."""
+    features, real_features = np.asarray(features, np.float64), np.asarray(real_features, np.float64)
+    num_classes = logits.shape[-1]
+    shares = np.bincount(np.argmax(logits, axis=-1), minlength=num_classes) * num_classes / len(logits)
+    count = min(len(features), len(real_features))
+    threshold = np.percentile(knn_radii(real_features[:count], k=1), 1)
+    duplicates = float(np.mean(knn_radii(features[:count], k=1) < threshold))
+    return {"class_min": float(shares.min()), "class_max": float(shares.max()), "duplicates": duplicates}
+
+
+def measure(generator, evaluator, data, coverage_samples, seed=0):
+    """The module's measures of a generator (evaluator: the demo classifier's; its reference is cached)."""
+    metrics, _ = evaluator.evaluate(generator, data)
+    _, real_features, _, _ = evaluator.reference(data)
+    features, logits = [], []
+    for images in sampling.sample_batches(generator, coverage_samples, seed=seed + 1):
+        f, lg = evaluator.extractor.features_and_logits(images)
+        features.append(np.asarray(f))
+        logits.append(np.asarray(lg))
+    return {"fcd": float(metrics["fid"]), "classifier_score": float(metrics["inception_score"]),
+            **coverage(np.concatenate(features), np.concatenate(logits), real_features)}
+
+
+def _train_and_measure(run, marks, output_dir, evaluator, coverage_samples, seed):
+    """(rows, grids) of one run: its trainer from the parsed gin config, measured at each mark."""
+    model_dir = os.path.join(output_dir, run.name)
+    if tf.train.latest_checkpoint(model_dir):  # a resumed run would start its clock from someone else's steps
+        raise ValueError(f"{model_dir} already holds a checkpoint; give a fresh output directory")
+    data = DataSource()
+    evaluator.extractor  # noqa: B018  (a missing classifier fails here, before training)
+    rows, pending, last, steps = [], list(marks), None, [0]
+    clock = _Clock()
+    trainer = Trainer(model_dir=model_dir)
+    if not isinstance(trainer.task, GANTask):
+        raise ValueError(f"run {run.name}: compare_generators trains GAN tasks (HiT, ConvNet), got "
+                         f"{type(trainer.task).__name__}")
+
+    def record(step):
+        nonlocal last
+        seconds = clock.seconds()
+        generator = trainer.task.ema_generator
+        logging.info("%s: measuring at %.0f s (step %d)", run.name, seconds, step)
+        last = {"trained_s": round(seconds, 1), "step": step,
+                **measure(generator, evaluator, data, coverage_samples, seed)}
+        logging.info("%s at %.0f s: %s", run.name, seconds,
+                     ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k not in ("trained_s", "step")))
+        last["grid"] = image_grid(to_uint8(sampling.sample(generator, GRID_SAMPLES, seed=seed)).numpy())
+
+    def after_host_call(step):
+        steps[0] = step
+        if clock.seconds() < pending[0]:
+            return
+        with clock.paused():
+            record(step)
+            while pending and last["trained_s"] >= pending[0]:
+                rows.append({"run": run.name, "mark_s": pending.pop(0), **last})
+        if not pending:
+            trainer.request_stop()
+
+    trainer.train(after_host_call=after_host_call)
+    if pending and steps[0] < trainer.train_steps:  # Ctrl-C: nothing to measure at the marks left
+        raise ValueError(f"run {run.name} stopped at step {steps[0]}, before the {pending} s mark(s)")
+    if pending:  # it finished training before these marks: its final generator is its result at them
+        logging.info("%s finished at step %d before the %s s mark(s)", run.name, trainer.train_steps, pending)
+        if last is None or last["step"] != trainer.train_steps:
+            record(trainer.train_steps)
+        rows += [{"run": run.name, "mark_s": mark, **last} for mark in pending]
+    grids = [row.pop("grid") for row in rows]
+    return rows, grids
+
+
+def _table(rows, note):
+    head = ("| run | mark (s) | trained (s) | step | FCD | classifier score | classes (min-max x uniform) | "
+            "duplicates |\n|---|---|---|---|---|---|---|---|\n")
+    body = "".join(f"| {r['run']} | {r['mark_s']:g} | {r['trained_s']:.0f} | {r['step']} | {r['fcd']:.2f} | "
+                   f"{r['classifier_score']:.2f} | {r['class_min']:.2f}-{r['class_max']:.2f} | "
+                   f"{r['duplicates']:.3f} |\n" for r in rows)
+    return note + "\n\n" + head + body
+
+
+def _panel(grids, num_runs):
+    """Cells [run-major] -> one image: a column per run, a row per mark, GAP white pixels between cells."""
+    cells = np.stack(grids).reshape(num_runs, -1, *grids[0].shape)  # [runs, marks, h, w, c]
+    cells = np.pad(cells, [(0, 0), (0, 0), (0, GAP), (0, GAP), (0, 0)], constant_values=255)
+    runs, marks, h, w, c = cells.shape
+    return cells.transpose(1, 2, 0, 3, 4).reshape(marks * h, runs * w, c)[:-GAP, :-GAP]
+
+
+def compare(runs, marks, output_dir, gin_params=(), weights_path="runs/demo_classifier.weights.h5",
+            num_samples=10_000, coverage_samples=2000, batch_size=500, seed=0, until_last_mark=True):
+    """Train and measure each Run (see the module); returns the rows of the table. until_last_mark: every run
+    trains until the last mark whatever its Trainer.train_steps (the same budget for all; its log's ETA then
+    counts to a billion steps); False keeps each run's train_steps."""
+    marks = check_marks(marks)
+    names = [run.name for run in runs]
+    if not runs or len(set(names)) != len(names):
+        raise ValueError(f"give one or more runs with distinct names, got {names}")
+    tf.io.gfile.makedirs(output_dir)
+    rows, grids = [], []
+    for run in runs:
+        gin.clear_config()
+        parse_gin(list(run.gin_files), list(gin_params) + (["Trainer.train_steps = 1000000000"]
+                                                            if until_last_mark else []))
+        evaluator = Evaluator(model_dir=output_dir, protocol="demo_classifier", weights_path=weights_path,
+                              num_samples=num_samples, batch_size=batch_size,
+                              inception_split=min(1000, num_samples), kid_samples=coverage_samples, seed=seed)
+        run_rows, run_grids = _train_and_measure(run, marks, output_dir, evaluator, coverage_samples, seed)
+        rows += run_rows
+        grids += run_grids
+    lines = "".join(json.dumps(row) + "\n" for row in rows)
+    write_atomically(os.path.join(output_dir, "compare.jsonl"), lines.encode())
+    note = (f"Measured {datetime.date.today()} on {platform.machine()} with {os.cpu_count()} cores, TensorFlow "
+            f"{tf.__version__}; runs: " + "; ".join(f"{r.name} = {' + '.join(r.gin_files)}" for r in runs)
+            + (f"; bindings: {'; '.join(gin_params)}" if gin_params else "")
+            + (". Every run trained until the last mark" if until_last_mark else "")
+            + f". FCD over {num_samples} samples; classes and duplicates over {coverage_samples}.")
+    write_atomically(os.path.join(output_dir, "compare.md"), _table(rows, note).encode())
+    png = tf.io.encode_png(_panel(grids, len(runs))).numpy()
+    write_atomically(os.path.join(output_dir, "compare.png"), png)
+    return rows
+

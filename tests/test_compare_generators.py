@@ -1,0 +1,90 @@
+"""hit.compare and tools/compare_generators.py: equal wall-clock runs measured at time marks (no quality checks:
+quality belongs to the measured table in the README)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import hit  # noqa: F401
+from hit import compare
+from hit.eval.classifier_distance import DemoClassifier
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_coverage_counts_class_shares_and_near_duplicates():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(200, 8))
+    fake = rng.normal(size=(200, 8))
+    fake[100:] = fake[:100] + 1e-6  # 100 pairs of near-copies: all 200 have a near-duplicate
+    logits = np.zeros((200, 10))
+    logits[np.arange(200), np.repeat([0, 1, 2, 3], [100, 50, 30, 20])] = 1.0  # classes 4-9 never predicted
+    result = compare.coverage(fake, logits, real)
+    assert result["class_min"] == 0.0
+    assert result["class_max"] == pytest.approx(100 * 10 / 200)
+    assert result["duplicates"] == 1.0
+    spread = compare.coverage(rng.normal(size=(200, 8)), logits, real)["duplicates"]
+    assert spread < 0.1  # independent draws of the real distribution: about the 1% the threshold is set at
+
+
+def test_runs_and_marks_are_checked():
+    assert compare.parse_run("hit=a.gin+b.gin") == compare.Run("hit", ("a.gin", "b.gin"))
+    for bad in ("hit", "=a.gin", "hit=", "h i=a.gin"):
+        with pytest.raises(ValueError, match="bad run"):
+            compare.parse_run(bad)
+    assert compare.check_marks(["60", "120"]) == [60.0, 120.0]
+    for bad in ([], ["0"], ["120", "60"], ["60", "60"]):
+        with pytest.raises(ValueError, match="time marks"):
+            compare.check_marks(bad)
+
+
+def test_the_panel_puts_runs_in_columns_and_marks_in_rows():
+    cells = [np.full((4, 4, 3), 10 * (run + 1) + mark, np.uint8) for run in range(2) for mark in range(3)]
+    panel = compare._panel(cells, num_runs=2)
+    assert panel.shape == (3 * 4 + 2 * compare.GAP, 2 * 4 + compare.GAP, 3)
+    step = 4 + compare.GAP
+    for run in range(2):
+        for mark in range(3):
+            assert (panel[mark * step:mark * step + 4, run * step:run * step + 4] == 10 * (run + 1) + mark).all()
+    assert (panel[4:step] == 255).all() and (panel[:, 4:step] == 255).all()
+
+
+def test_the_tool_trains_two_generators_and_writes_its_table_and_panel(tmp_path):
+    weights = str(tmp_path / "classifier.weights.h5")
+    DemoClassifier().save(weights)  # untrained: enough to run the measures
+    convnet = tmp_path / "convnet.gin"
+    convnet.write_text("GANTask.generator_preset = 'convnet_demo_32'\n"
+                       "GANTask.generator_overrides = {'channels': (32, 32, 16, 8)}\n")
+    output = tmp_path / "compare"
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    result = subprocess.run(
+        [sys.executable, "tools/compare_generators.py", f"--output_dir={output}", "--marks=1",
+         "--run=hit=gin/demo/tiny_random.gin", f"--run=convnet=gin/demo/tiny_random.gin+{convnet}",
+         f"--classifier={weights}", "--num_samples=64", "--coverage_samples=32", "--batch_size=32",
+         "--gin_param=Trainer.jit_compile = False", "--gin_param=Trainer.sample_every = 0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (output / "compare.jsonl").read_text().splitlines()]
+    assert [(r["run"], r["mark_s"]) for r in rows] == [("hit", 1.0), ("convnet", 1.0)]
+    for row in rows:
+        assert row["trained_s"] >= 1.0 and row["step"] >= 1
+        assert all(np.isfinite(row[k]) for k in ("fcd", "classifier_score", "class_min", "class_max", "duplicates"))
+    table = (output / "compare.md").read_text()
+    assert "| hit | 1 |" in table and "| convnet | 1 |" in table and table in result.stdout
+    panel = tf.io.decode_png(tf.io.read_file(str(output / "compare.png"))).numpy()
+    assert panel.shape == (8 * 32, 2 * 8 * 32 + compare.GAP, 3)  # 64 samples a run, one mark
+    assert tf.train.latest_checkpoint(str(output / "convnet")) is not None
+
+
+def test_a_used_output_directory_is_refused(tmp_path):
+    (tmp_path / "hit").mkdir()
+    ckpt = tf.train.Checkpoint(v=tf.Variable(1.0))
+    ckpt.save(str(tmp_path / "hit" / "ckpt"))
+    evaluator = object()
+    with pytest.raises(ValueError, match="already holds a checkpoint"):
+        compare._train_and_measure(compare.Run("hit", ()), [1.0], str(tmp_path), evaluator, 32, 0)
