@@ -96,10 +96,9 @@ def coverage(features, logits, real_features):
     return {"class_min": float(shares.min()), "class_max": float(shares.max()), "duplicates": duplicates}
 
 
-def measure(generator, evaluator, data, coverage_samples, seed=0):
-    """The module's measures of a generator (evaluator: the demo classifier's; its reference is cached)."""
+def measure(generator, evaluator, data, real_features, coverage_samples, seed=0):
+    """The module's measures of a generator (evaluator: the demo classifier's; real_features: its reference's)."""
     metrics, _ = evaluator.evaluate(generator, data)
-    _, real_features, _, _ = evaluator.reference(data)
     features, logits = [], []
     for images in sampling.sample_batches(generator, coverage_samples, seed=seed + 1):
         f, lg = evaluator.extractor.features_and_logits(images)
@@ -115,8 +114,8 @@ def _train_and_measure(run, marks, output_dir, evaluator, coverage_samples, seed
     if tf.train.latest_checkpoint(model_dir):  # a resumed run would start its clock from someone else's steps
         raise ValueError(f"{model_dir} already holds a checkpoint; give a fresh output directory")
     data = DataSource()
-    evaluator.extractor  # noqa: B018  (a missing classifier fails here, before training)
-    rows, pending, last, steps = [], list(marks), None, [0]
+    _, real_features, _, _ = evaluator.reference(data)  # once, before training: a missing classifier fails here
+    rows, pending, last, reached = [], list(marks), None, 0
     clock = _Clock()
     trainer = Trainer(model_dir=model_dir)
     if not isinstance(trainer.task, GANTask):
@@ -129,13 +128,14 @@ def _train_and_measure(run, marks, output_dir, evaluator, coverage_samples, seed
         generator = trainer.task.ema_generator
         logging.info("%s: measuring at %.0f s (step %d)", run.name, seconds, step)
         last = {"trained_s": round(seconds, 1), "step": step,
-                **measure(generator, evaluator, data, coverage_samples, seed)}
+                **measure(generator, evaluator, data, real_features, coverage_samples, seed)}
         logging.info("%s at %.0f s: %s", run.name, seconds,
                      ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k not in ("trained_s", "step")))
         last["grid"] = image_grid(to_uint8(sampling.sample(generator, GRID_SAMPLES, seed=seed)).numpy())
 
     def after_host_call(step):
-        steps[0] = step
+        nonlocal reached
+        reached = step
         if clock.seconds() < pending[0]:
             return
         with clock.paused():
@@ -146,8 +146,8 @@ def _train_and_measure(run, marks, output_dir, evaluator, coverage_samples, seed
             trainer.request_stop()
 
     trainer.train(after_host_call=after_host_call)
-    if pending and steps[0] < trainer.train_steps:  # Ctrl-C: nothing to measure at the marks left
-        raise ValueError(f"run {run.name} stopped at step {steps[0]}, before the {pending} s mark(s)")
+    if pending and reached < trainer.train_steps:  # Ctrl-C: nothing to measure at the marks left
+        raise ValueError(f"run {run.name} stopped at step {reached}, before the {pending} s mark(s)")
     if pending:  # it finished training before these marks: its final generator is its result at them
         logging.info("%s finished at step %d before the %s s mark(s)", run.name, trainer.train_steps, pending)
         if last is None or last["step"] != trainer.train_steps:
