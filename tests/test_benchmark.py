@@ -38,8 +38,8 @@ def test_inference_and_train_step_lines():
         assert line["matmul_gflops"] == matmul["float32_gflops"]
         product = line["gflop_per_image"] * line["images_per_sec"]  # of rounded numbers: compare to 1%
         assert abs(line["achieved_gflops"] - product) <= 0.01 * product + 0.01, line
-        ratio = line["achieved_gflops"] / line["matmul_gflops"]  # of rounded numbers: compare to 1%
-        assert abs(line["fraction_of_matmul"] - ratio) <= 0.01 * ratio + 1e-3, line
+        ratio = line["achieved_gflops"] / line["matmul_gflops"]  # the fraction is of the rounded rates the line shows
+        assert abs(line["fraction_of_matmul"] - ratio) <= 5e-4 + 1e-9, line
     # A train step does forward, R1's double backward and both gradients: many times the generator's FLOPs.
     assert lines[3]["gflop_per_image"] > 5 * lines[1]["gflop_per_image"]
 
