@@ -10,7 +10,7 @@ training=False) is measured with the demo classifier (hit.eval.classifier_distan
 - classifier_score: the Inception Score computed with the demo classifier (higher: confident, varied classes);
 - class_min, class_max: the smallest and largest share of samples the classifier puts in one class, as a
   multiple of uniform (1 / classes); "every class within a factor 2 of uniform" is class_min >= 0.5 and
-  class_max <= 2;
+  class_max <= 2 (compare.jsonl also holds every class's share, class_shares, in the classifier's label order);
 - duplicates: the share of coverage_samples samples whose nearest other sample (classifier features) is closer
   than the 1st percentile of the same nearest-neighbour distance among as many real test images (so about 0.01
   for the real data).
@@ -93,7 +93,8 @@ def coverage(features, logits, real_features):
     count = min(len(features), len(real_features))
     threshold = np.percentile(knn_radii(real_features[:count], k=1), 1)
     duplicates = float(np.mean(knn_radii(features[:count], k=1) < threshold))
-    return {"class_min": float(shares.min()), "class_max": float(shares.max()), "duplicates": duplicates}
+    return {"class_min": float(shares.min()), "class_max": float(shares.max()), "duplicates": duplicates,
+            "class_shares": [round(float(share), 3) for share in shares]}
 
 
 def measure(generator, evaluator, data, real_features, coverage_samples, seed=0):
@@ -130,7 +131,7 @@ def _train_and_measure(run, marks, output_dir, evaluator, coverage_samples, seed
         last = {"trained_s": round(seconds, 1), "step": step,
                 **measure(generator, evaluator, data, real_features, coverage_samples, seed)}
         logging.info("%s at %.0f s: %s", run.name, seconds,
-                     ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k not in ("trained_s", "step")))
+                     ", ".join(f"{k} {v:.3f}" for k, v in last.items() if isinstance(v, float) and k != "trained_s"))
         last["grid"] = image_grid(to_uint8(sampling.sample(generator, GRID_SAMPLES, seed=seed)).numpy())
 
     def after_host_call(step):

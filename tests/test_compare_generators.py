@@ -27,6 +27,7 @@ def test_coverage_counts_class_shares_and_near_duplicates():
     result = compare.coverage(fake, logits, real)
     assert result["class_min"] == 0.0
     assert result["class_max"] == pytest.approx(100 * 10 / 200)
+    assert result["class_shares"] == [5.0, 2.5, 1.5, 1.0] + [0.0] * 6
     assert result["duplicates"] == 1.0
     spread = compare.coverage(rng.normal(size=(200, 8)), logits, real)["duplicates"]
     assert spread < 0.1  # independent draws of the real distribution: about the 1% the threshold is set at
