@@ -1,8 +1,9 @@
 """Throughput of models and train steps against the machine's own limit (issue 14; tools/benchmark.py).
 
 Each measurement is the median of `steps` timed calls after one untimed call (tracing / XLA compilation), at a
-fixed batch, in graph mode or XLA-compiled, in float32 or bfloat16 (Keras' mixed_bfloat16 policy: float32
-variables). FLOPs per image are the matmul / einsum / conv FLOPs of the traced computation (hit.flops), so
+fixed batch, in graph mode or XLA-compiled, in float32, bfloat16 or float16 (Keras' mixed_bfloat16 /
+mixed_float16 policies: float32 variables; a float16 train step scales its losses, as on a GPU). FLOPs per image
+are the matmul / einsum / conv FLOPs of the traced computation (hit.flops), so
     achieved GFLOP/s = FLOPs per call / seconds per call,
     fraction of limit = achieved / the GFLOP/s of a dense square matmul of the same dtype timed in the same run.
 Machines differ from day to day: compare lines measured in one run, never with numbers from another day.
@@ -18,7 +19,7 @@ import tensorflow as tf
 from hit.flops import count_flops
 from hit.models import (CONVNET_PRESETS, GAT_GENERATOR_PRESETS, GENERATOR_PRESETS, VQHIT_PRESETS, GATDiscriminator,
                         GATGenerator, get_discriminator, get_generator, get_vqhit)
-from hit.precision import check_task_precision, policy_scope
+from hit.precision import check_precision, policy_scope
 
 
 def median_seconds(fn, steps):
@@ -78,7 +79,7 @@ def _model(preset, precision):
 
 def inference(preset, batch, precision="float32", jit_compile=False, steps=5):
     """Forward passes of one preset (generators: z -> images; D: images -> logits; VQ-HiT: images -> images)."""
-    check_task_precision("benchmark", precision)
+    check_precision(precision)
     model, make_inputs = _model(preset, precision)
     args = make_inputs(batch)
     fn = tf.function(lambda *a: model(*a, training=False), jit_compile=jit_compile)
@@ -121,6 +122,6 @@ def with_limit(line, limits):
     """The line with the same-dtype matmul rate of this run and the fraction of it the model reached."""
     # The fraction is computed from the two rounded rates the line shows, so that a reader's division agrees with it
     # (with a tiny matmul, the limit's rounding alone moved the fraction by 1.5%: CI's one failure of the test).
-    limit = round(limits["bfloat16" if line["precision"] == "bfloat16" else "float32"], 1)
+    limit = round(limits[line["precision"]], 1)
     return {**line, "matmul_gflops": limit, "fraction_of_matmul": round(line["achieved_gflops"] / limit, 3)}
 

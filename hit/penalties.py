@@ -4,18 +4,24 @@ finite-difference approximations of R1 and R2 (GAT facts 5.4)."""
 import tensorflow as tf
 
 
-def r1_penalty(discriminator, real_images):
+def r1_penalty(discriminator, real_images, loss_scale=None):
     """(logits, penalty): D(x) and mean_b sum_{h,w,c} (dD(x)/dx)^2, from one forward pass.
 
     The official code weights this by 10 with no 1/2 factor (gamma = 20 in StyleGAN2's notation); the weight
     is applied by the caller. The logits come from the same forward pass, so the D loss on reals and the
-    penalty share it; a caller holding an outer tape gets the double backward through D.
+    penalty share it; a caller holding an outer tape gets the double backward through D. loss_scale (float16
+    training): the gradient is taken of loss_scale * sum D(x), through D in float16 without underflow, and
+    divided back in float32.
     """
     with tf.GradientTape() as tape:
         tape.watch(real_images)
         logits = discriminator(real_images, training=True)
         total = tf.reduce_sum(logits)  # inside the tape: per-sample gradients of a sum are the samples' own
+        if loss_scale is not None:
+            total = total * loss_scale
     gradients = tape.gradient(total, real_images)
+    if loss_scale is not None:
+        gradients = tf.cast(gradients, tf.float32) / loss_scale
     penalty = tf.reduce_mean(tf.reduce_sum(tf.square(gradients), axis=[1, 2, 3]))
     return logits, penalty
 

@@ -107,15 +107,14 @@ def get_initial_generator_weights():
     return {f"generator/{i}/{v.path.split('/', 1)[-1]}": v.numpy() for i, v in enumerate(generator.variables)}
 
 
-def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, stopped_run):
     task_kwargs = dict(ema_start_step=1)  # so the EMA generator is exercised too
     keras.utils.set_random_seed(3)
-    make_trainer(tmp_path / "resumed", train_steps=2, task_kwargs=task_kwargs)[1].train()
+    straight, trainer = make_trainer(tmp_path / "straight", train_steps=4, task_kwargs=task_kwargs)
+    trainer.train()
+    stopped_run(tmp_path / "straight", 2, tmp_path / "resumed")  # the run as if preempted after step 2
     keras.utils.set_random_seed(99)  # a resumed process starts from other random weights; the checkpoint wins
     resumed, trainer = make_trainer(tmp_path / "resumed", train_steps=4, task_kwargs=task_kwargs)
-    trainer.train()
-    keras.utils.set_random_seed(3)
-    straight, trainer = make_trainer(tmp_path / "straight", train_steps=4, task_kwargs=task_kwargs)
     trainer.train()
     a, b = all_variables(resumed), all_variables(straight)
     assert a.keys() == b.keys()

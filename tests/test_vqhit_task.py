@@ -49,19 +49,11 @@ def test_one_xla_step_composes_the_papers_losses(tmp_path):
     assert not task.vgg.model.trainable_variables  # the VGG is never trained
 
 
-def test_two_replicas_train_with_finite_losses(tmp_path, two_replicas):
-    task, trainer = make_trainer(tmp_path, strategy=two_replicas, task_kwargs=dict(bn_group_size=2))
-    metrics = trainer.train()
-    assert all(math.isfinite(v) for v in metrics.values()), metrics
-    # Both replicas hold the same decoder statistics (their mean) and the same codebook.
-    for v in task.model.non_trainable_variables + [task.model.quantizer.codebook]:
-        copies = [c.numpy() for c in v.value.values]
-        assert np.array_equal(copies[0], copies[1]), v.path
-
-
-def test_codebook_usage_is_counted_over_the_global_batch(tmp_path, two_replicas):
-    """One step on 2 replicas, replica r on rows [2r, 2r + 2) of 4 images: the reported perplexity and unused
-    fraction are those of the 4 images' codes under the initial weights, not a mean of the two halves'."""
+def test_two_replicas_count_codes_over_the_global_batch_and_keep_equal_copies(tmp_path, two_replicas):
+    """One step on 2 replicas, replica r on rows [2r, 2r + 2) of 4 images, the decoder's BatchNorm in groups of 2:
+    finite losses; both replicas hold the same decoder statistics (their mean) and codebook; the reported
+    perplexity and unused fraction are those of the 4 images' codes under the initial weights, not a mean of the
+    two halves'."""
     images = tf.random.stateless_uniform([4, 32, 32, 3], [7, 8], -1.0, 1.0)
 
     def fixed_images(context, global_batch_size, seed, start_step):
@@ -69,8 +61,12 @@ def test_codebook_usage_is_counted_over_the_global_batch(tmp_path, two_replicas)
         return tf.data.Dataset.from_tensor_slices({"image": images}).batch(per_replica, drop_remainder=True).repeat()
 
     task, trainer = make_trainer(tmp_path, train_steps=1, steps_per_loop=1, dataset_fn=fixed_images,
-                              strategy=two_replicas, task_kwargs=dict(autoencoder_lr=0.0))
+                                 strategy=two_replicas, task_kwargs=dict(autoencoder_lr=0.0, bn_group_size=2))
     metrics = trainer.train()
+    assert all(math.isfinite(v) for v in metrics.values()), metrics
+    for v in task.model.non_trainable_variables + [task.model.quantizer.codebook]:
+        copies = [c.numpy() for c in v.value.values]
+        assert np.array_equal(copies[0], copies[1]), v.path
     codes = task.model.encode(images)  # the step's codes: autoencoder_lr 0 leaves encoder and codebook unchanged
     expected = [float(x) for x in code_usage(code_counts(codes, 32))]
     np.testing.assert_allclose([metrics["perplexity"], metrics["unused_codes"]], expected, rtol=1e-5)
@@ -78,14 +74,13 @@ def test_codebook_usage_is_counted_over_the_global_batch(tmp_path, two_replicas)
     assert expected != pytest.approx(np.mean(halves, axis=0).tolist())  # what counting per replica would give
 
 
-def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
-    keras.utils.set_random_seed(3)
-    make_trainer(tmp_path / "resumed", train_steps=2)[1].train()
-    keras.utils.set_random_seed(99)  # a resumed process starts from other random weights; the checkpoint wins
-    resumed, trainer = make_trainer(tmp_path / "resumed", train_steps=4)
-    trainer.train()
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, stopped_run):
     keras.utils.set_random_seed(3)
     straight, trainer = make_trainer(tmp_path / "straight", train_steps=4)
+    trainer.train()
+    stopped_run(tmp_path / "straight", 2, tmp_path / "resumed")  # the run as if preempted after step 2
+    keras.utils.set_random_seed(99)  # a resumed process starts from other random weights; the checkpoint wins
+    resumed, trainer = make_trainer(tmp_path / "resumed", train_steps=4)
     trainer.train()
     a, b = all_variables(resumed), all_variables(straight)
     assert a.keys() == b.keys()

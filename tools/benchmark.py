@@ -1,5 +1,6 @@
 """Throughput against the machine's limit: inference and whole train steps, graph mode vs XLA, float32 vs
-bfloat16, with FLOPs per image and the fraction of a dense matmul's rate measured in the same run (hit.benchmark).
+bfloat16 (TPU) or float16 (GPU), with FLOPs per image and the fraction of a dense matmul's rate measured in the
+same run (hit.benchmark).
 One JSON line per configuration on stdout.
 
     python tools/benchmark.py --inference=hit_b_256,hit_imagenet_128 --batch=8
@@ -33,7 +34,8 @@ _BCR = flags.DEFINE_float("bcr_weight", 0.0, "--train=gan: bCR weight (0 leaves 
 _BATCH = flags.DEFINE_integer("batch", 8, "Batch size (one replica).")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed calls after the untimed first one (median reported).")
 _JIT = flags.DEFINE_list("jit", ["false", "true"], "XLA settings to time.")
-_PRECISION = flags.DEFINE_list("precision", ["float32", "bfloat16"], "Precisions to time.")
+_PRECISION = flags.DEFINE_list("precision", ["float32", "bfloat16"],
+                               "Precisions to time: float32, bfloat16 (TPU) and float16 (GPU, with loss scaling).")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Side of the square matmul that measures the limit.")
 _SCALING = flags.DEFINE_bool("scaling", False, "Print the attention scaling report instead.")
 _GRIDS = flags.DEFINE_list("grids", ["8", "16", "32", "64"], "--scaling: grid sizes (tokens = grid^2).")
@@ -60,7 +62,8 @@ def main(argv):
         emit({"kind": "attention_scaling_fit", "time_exponents": report["time_exponents"],
               "flops_exponents": report["flops_exponents"]})
         return
-    limits = {p: benchmark.matmul_gflops(p, _MATMUL.value, _STEPS.value) for p in ("float32", "bfloat16")}
+    dtypes = ["float32", "bfloat16"] + [p for p in _PRECISION.value if p not in ("float32", "bfloat16")]
+    limits = {p: benchmark.matmul_gflops(p, _MATMUL.value, _STEPS.value) for p in dtypes}
     emit({"kind": "matmul", "size": _MATMUL.value, **{f"{p}_gflops": round(v, 1) for p, v in limits.items()}})
     for precision in _PRECISION.value:
         for jit in (s.lower() == "true" for s in _JIT.value):

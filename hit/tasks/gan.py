@@ -22,7 +22,7 @@ from hit import augment, losses, penalties
 from hit.ema import ExponentialMovingAverage
 from hit.seeds import stateless_normal, stateless_seed
 from hit.models import get_discriminator, get_generator
-from hit.precision import check_task_precision, policy_scope
+from hit.precision import check_precision, inner_gradient_scale, loss_scaled, policy_scope
 from hit.tasks.replicas import average_replica_statistics, per_replica_batch
 
 UPDATE_SCHEMES = ("simultaneous", "alternating")
@@ -47,9 +47,11 @@ class GANTask(TwoOptimizers):
 
     bn_group_size: the generator's BatchNorm statistics come from fixed groups of this many samples of each
     replica's batch (the paper gins: 8, the official per-core batch); None: each replica's whole batch.
-    precision: "float32" (the official code) or "bfloat16": Keras' mixed_bfloat16 policy for G, the EMA G and D
-    (variables float32; BatchNorm, softmax, D's logits, the losses and R1's sum of squares in float32). What
-    sampling, evaluation and export restore (eval_generator) computes in float32 either way.
+    precision: "float32" (the official code), "bfloat16" (TPU): Keras' mixed_bfloat16 policy for G, the EMA G and
+    D (variables float32; BatchNorm, softmax, D's logits, the losses and R1's sum of squares in float32), or
+    "float16" (GPU): the same with mixed_float16 and dynamic loss scaling (hit.precision.DynamicLossScale; R1's
+    input gradient is taken of the scaled logits too). What sampling, evaluation and export restore
+    (eval_generator) computes in float32 either way.
     """
 
     metric_names = ("d_loss", "g_loss", "r1_penalty", "bcr_loss", "d_total_loss", "real_logits", "fake_logits")
@@ -62,7 +64,8 @@ class GANTask(TwoOptimizers):
                  bcr_weight=0.0, augment_policy="color,translation,cutout",
                  update="simultaneous", ema_decay=0.999, ema_start_step=10, bn_group_size=None,
                  precision="float32"):
-        self.precision = check_task_precision("GANTask", precision)
+        check_precision(precision)
+        self.precision = precision
         if update not in UPDATE_SCHEMES:
             raise ValueError(f"unknown update scheme {update!r}; expected one of {UPDATE_SCHEMES}")
         if r1_interval < 1:
@@ -103,8 +106,9 @@ class GANTask(TwoOptimizers):
                                                    **self.generator_overrides)
                 self.discriminator = get_discriminator(self.discriminator_preset, **self.discriminator_overrides)
             adam = dict(beta_1=self.beta1, beta_2=self.beta2, epsilon=self.adam_epsilon)
-            self.generator_optimizer = keras.optimizers.Adam(self.generator_lr, **adam)
-            self.discriminator_optimizer = keras.optimizers.Adam(self.discriminator_lr, **adam)
+            self.generator_optimizer = loss_scaled(keras.optimizers.Adam(self.generator_lr, **adam), self.precision)
+            self.discriminator_optimizer = loss_scaled(keras.optimizers.Adam(self.discriminator_lr, **adam),
+                                                       self.precision)
             self.generator_optimizer.build(self.generator.trainable_variables)
             self.discriminator_optimizer.build(self.discriminator.trainable_variables)
         self.ema = ExponentialMovingAverage(self.generator, self.ema_generator, self.ema_decay, self.ema_start_step)
@@ -150,13 +154,14 @@ class GANTask(TwoOptimizers):
     def _discriminator_terms(self, real_images, fake_images, step, replica_id):
         """D loss terms from one pass of D over reals (inside the R1 tape) and fakes."""
         fake_logits = self.discriminator(fake_images, training=True)
+        scale = inner_gradient_scale(self.discriminator_optimizer)
         if self.r1_interval == 1:
-            real_logits, r1 = penalties.r1_penalty(self.discriminator, real_images)
+            real_logits, r1 = penalties.r1_penalty(self.discriminator, real_images, scale)
             r1_weight = self.r1_weight
         else:  # lazy regularisation: every r1_interval steps, weighted by the interval (StyleGAN2)
             real_logits, r1 = tf.cond(
                 step % self.r1_interval == 0,
-                lambda: penalties.r1_penalty(self.discriminator, real_images),
+                lambda: penalties.r1_penalty(self.discriminator, real_images, scale),
                 lambda: (self.discriminator(real_images, training=True), tf.constant(0.0)),
             )
             r1_weight = self.r1_weight * self.r1_interval
@@ -177,8 +182,10 @@ class GANTask(TwoOptimizers):
             fake_images = self.generator(z, training=True)
             d_total, fake_logits, metrics = self._discriminator_terms(real_images, fake_images, step, replica_id)
             g_loss = losses.generator_loss(fake_logits, self.loss_type)
-            # Scaled inside the tapes (a tape records only what runs in it); the optimizer sums replicas.
-            g_scaled, d_scaled = g_loss / self.num_replicas, d_total / self.num_replicas
+            # Scaled inside the tapes (a tape records only what runs in it); the optimizer sums replicas (and
+            # under float16 divides the loss scale back out).
+            g_scaled = self.generator_optimizer.scale_loss(g_loss / self.num_replicas)
+            d_scaled = self.discriminator_optimizer.scale_loss(d_total / self.num_replicas)
         g_grads = g_tape.gradient(g_scaled, self.generator.trainable_variables)
         d_grads = d_tape.gradient(d_scaled, self.discriminator.trainable_variables)
         return g_grads, d_grads, {**metrics, "g_loss": g_loss}
@@ -188,14 +195,14 @@ class GANTask(TwoOptimizers):
         with tf.GradientTape() as tape:
             d_total, _, metrics = self._discriminator_terms(real_images, tf.stop_gradient(fake_images), step,
                                                             replica_id)
-            scaled = d_total / self.num_replicas
+            scaled = self.discriminator_optimizer.scale_loss(d_total / self.num_replicas)
         return tape.gradient(scaled, self.discriminator.trainable_variables), metrics
 
     def _generator_gradients_fn(self, step, replica_id):
         with tf.GradientTape() as tape:
             fake_images = self.generator(self._latents(step, replica_id), training=True)
             g_loss = losses.generator_loss(self.discriminator(fake_images, training=True), self.loss_type)
-            scaled = g_loss / self.num_replicas
+            scaled = self.generator_optimizer.scale_loss(g_loss / self.num_replicas)
         return tape.gradient(scaled, self.generator.trainable_variables), g_loss
 
     def train_step(self, batch, step, replica_id):

@@ -27,7 +27,7 @@ from hit.ema import ExponentialMovingAverage
 from hit.models import get_discriminator, get_generator
 from hit.models.sd_vae import load_sd_vae
 from hit.optimizers import AdamW
-from hit.precision import check_task_precision, float32_compute, policy_scope
+from hit.precision import check_precision, float32_compute, loss_scaled, policy_scope
 from hit.seeds import stateless_normal, stateless_seed
 from hit.tasks.gan import TwoOptimizers
 from hit.tasks.replicas import per_replica_batch
@@ -45,7 +45,8 @@ class GATTask(TwoOptimizers):
 
     generator_preset / discriminator_preset: hit.models presets (the discriminator's defaults to the generator's,
     as the official `--model GAT-B/2 --modelD GAT-B/2`); learning rates default to base_lr * base_width / width.
-    precision: "float32" or "bfloat16" (variables float32; the penalties in float32). vae_weights: the SD-VAE that
+    precision: "float32", "bfloat16" (variables float32; the penalties in float32) or "float16" (the same with
+    loss scaling, hit.precision.DynamicLossScale). vae_weights: the SD-VAE that
     decodes samples (a latent run without it shows the first latent channels); None for pixel-space data.
     """
 
@@ -59,7 +60,7 @@ class GATTask(TwoOptimizers):
                  r2_weight=0.05, penalty_sigma=0.01, repa_weight=1.0, noise_levels=mng.NOISE_LEVELS,
                  augment_policy=GAT_POLICY, flip_probability=0.4, brightness_probability=0.5, ema_decay=0.999,
                  precision="float32", vae_weights=None, sample_psi=0.0):
-        check_task_precision("GATTask", precision)
+        check_precision(precision)
         self.generator_preset = generator_preset
         self.discriminator_preset = discriminator_preset or generator_preset
         self.generator_overrides = dict(generator_overrides or {})
@@ -112,8 +113,10 @@ class GATTask(TwoOptimizers):
             self.ema_generator = self._generator("ema_generator")
             with policy_scope(self.precision):
                 self.discriminator = get_discriminator(self.discriminator_preset, **self.discriminator_overrides)
-            self.generator_optimizer = AdamW(learning_rate=self.generator_lr, **self.adamw)
-            self.discriminator_optimizer = AdamW(learning_rate=self.discriminator_lr, **self.adamw)
+            # Under float16 the loss scale is divided out before AdamW clips the gradient norm.
+            self.generator_optimizer = loss_scaled(AdamW(learning_rate=self.generator_lr, **self.adamw), self.precision)
+            self.discriminator_optimizer = loss_scaled(AdamW(learning_rate=self.discriminator_lr, **self.adamw),
+                                                       self.precision)
             self.generator_optimizer.build(self.generator.trainable_variables)
             self.discriminator_optimizer.build(self.discriminator.trainable_variables)
             # The EMA starts as a copy of G (facts 5.2: "from a copy at step 0"); w_avg is copied, not averaged.
@@ -230,7 +233,7 @@ class GATTask(TwoOptimizers):
                 target_cls, target_patches = self._repa_targets(batch, real_params.get("flip", tf.zeros([b], bool)))
                 repa_term = repa.repa_loss(real_out["repa_cls"], real_out["repa_patches"], target_cls, target_patches)
             total = d_loss + self.r1_weight * ar1 + self.r2_weight * ar2 + self.repa_weight * repa_term
-            scaled = total / self.num_replicas  # the optimizer sums the replicas
+            scaled = self.discriminator_optimizer.scale_loss(total / self.num_replicas)  # the optimizer sums replicas
         grads = tape.gradient(scaled, self.discriminator.trainable_variables)
         metrics = {"d_loss": d_loss, "ar1_penalty": ar1, "ar2_penalty": ar2, "repa_loss": repa_term,
                    "d_total_loss": total, "real_logits": tf.reduce_mean(real_logits),
@@ -250,7 +253,7 @@ class GATTask(TwoOptimizers):
             fake_logits = self.discriminator(self._fake_stack(levels, fake_params, fake_noise), labels,
                                              training=True)
             g_loss = losses.relativistic_generator_loss(real_logits, fake_logits)
-            scaled = g_loss / self.num_replicas
+            scaled = self.generator_optimizer.scale_loss(g_loss / self.num_replicas)
         grads = tape.gradient(scaled, self.generator.trainable_variables)
         metrics = {"g_loss": g_loss, "g_hidden_std": tf.math.reduce_std(tf.cast(out["hidden"], tf.float32))}
         return grads, out["w"], metrics

@@ -26,7 +26,7 @@ from hit.data import DataSource
 from hit.layers.quantizer import code_counts, code_usage
 from hit.models import get_discriminator, get_vqhit
 from hit.perceptual import VGGFeatures, perceptual_distance
-from hit.precision import check_task_precision, policy_scope
+from hit.precision import check_precision, inner_gradient_scale, loss_scaled, policy_scope
 from hit.tasks.replicas import average_replica_statistics, per_replica_batch
 
 RANDOM_VGG = "random"
@@ -39,8 +39,8 @@ class VQHiTTask:
     vgg_weights_path: Keras' VGG16 no-top weights file (vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5), or
     "random" for an untrained VGG (tests and offline smoke runs only); needed when perceptual_weight > 0.
     bn_group_size: the decoder's BatchNorm groups (hit.layers.normalization), as GANTask's.
-    precision: "float32" or "bfloat16" (mixed_bfloat16 for the autoencoder, D and VGG; the quantiser, the
-    losses and the perceptual distance's sums in float32), as GANTask's.
+    precision: "float32", "bfloat16" (mixed_bfloat16 for the autoencoder, D and VGG; the quantiser, the losses
+    and the perceptual distance's sums in float32) or "float16" (the same with loss scaling), as GANTask's.
     """
 
     metric_names = ("reconstruction_loss", "perceptual_loss", "g_loss", "codebook_loss", "commitment_loss",
@@ -53,7 +53,8 @@ class VQHiTTask:
                  discriminator_lr=1e-4, beta1=0.0, beta2=0.99, adam_epsilon=1e-7, loss_type="non_saturating",
                  r1_weight=10.0, perceptual_weight=5e-5, adversarial_weight=0.1, vgg_weights_path=None,
                  bn_group_size=None, precision="float32"):
-        self.precision = check_task_precision("VQHiTTask", precision)
+        check_precision(precision)
+        self.precision = precision
         losses.discriminator_loss(tf.zeros([1]), tf.zeros([1]), loss_type)  # a bad loss type fails now
         self.model_overrides = dict(model_overrides or {})
         if bn_group_size is not None:
@@ -92,8 +93,10 @@ class VQHiTTask:
                     path = None if self.vgg_weights_path == RANDOM_VGG else self.vgg_weights_path
                     self.vgg = VGGFeatures(weights_path=path)
             adam = dict(beta_1=self.beta1, beta_2=self.beta2, epsilon=self.adam_epsilon)
-            self.autoencoder_optimizer = keras.optimizers.Adam(self.autoencoder_lr, **adam)
-            self.discriminator_optimizer = keras.optimizers.Adam(self.discriminator_lr, **adam)
+            self.autoencoder_optimizer = loss_scaled(keras.optimizers.Adam(self.autoencoder_lr, **adam),
+                                                     self.precision)
+            self.discriminator_optimizer = loss_scaled(keras.optimizers.Adam(self.discriminator_lr, **adam),
+                                                       self.precision)
             self.autoencoder_optimizer.build(self.model.trainable_variables)
             self.discriminator_optimizer.build(self.discriminator.trainable_variables)
         self.resolution, self.num_codes = self.model.resolution, self.model.num_codes
@@ -121,7 +124,8 @@ class VQHiTTask:
         with tf.GradientTape() as ae_tape, tf.GradientTape() as d_tape:
             reconstructions, codes, vq_losses = self.model.reconstruct(images, training=True)
             fake_logits = self.discriminator(reconstructions, training=True)
-            real_logits, r1 = penalties.r1_penalty(self.discriminator, images)
+            real_logits, r1 = penalties.r1_penalty(self.discriminator, images,
+                                                   inner_gradient_scale(self.discriminator_optimizer))
             d_loss = losses.discriminator_loss(real_logits, fake_logits, self.loss_type)
             d_total = d_loss + self.r1_weight * r1
             reconstruction = tf.reduce_mean(tf.square(images - reconstructions))
@@ -131,7 +135,8 @@ class VQHiTTask:
             g_loss = losses.generator_loss(fake_logits, self.loss_type)
             ae_total = (reconstruction + self.perceptual_weight * perceptual + self.adversarial_weight * g_loss
                         + vq_losses["codebook_loss"] + vq_losses["commitment_loss"])
-            ae_scaled, d_scaled = ae_total / self.num_replicas, d_total / self.num_replicas
+            ae_scaled = self.autoencoder_optimizer.scale_loss(ae_total / self.num_replicas)
+            d_scaled = self.discriminator_optimizer.scale_loss(d_total / self.num_replicas)
         ae_grads = ae_tape.gradient(ae_scaled, self.model.trainable_variables)
         d_grads = d_tape.gradient(d_scaled, self.discriminator.trainable_variables)
         metrics = {"reconstruction_loss": reconstruction, "perceptual_loss": perceptual, "g_loss": g_loss,
