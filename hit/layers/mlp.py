@@ -11,7 +11,7 @@ def gelu_exact(x):
 
 
 class MLP(keras.layers.Layer):
-    """Dense(C -> ratio*C, GELU) -> Dense(ratio*C -> C).
+    """Dense(C -> ratio*C, GELU) -> Dense(ratio*C -> C), plus `residual` if given.
 
     The paper writes max(0, .) (ReLU) in eq. (1); the official generator passes the exact (erf) GELU,
     which we follow (facts 2.4). Dropout is 0 in every official run and is therefore left out.
@@ -26,11 +26,15 @@ class MLP(keras.layers.Layer):
         )
         self.out = keras.layers.Dense(channels, kernel_initializer=trunc_normal(), name="out")
 
-    def call(self, x):
+    def call(self, x, residual=None):
         # On the tokens as one 2-D matrix: Keras' Dense on [..., C] reshapes around its MatMul, which keeps
         # TensorFlow's graph optimiser from fusing MatMul + BiasAdd + GELU into one oneDNN kernel (a third of
         # HiT-B's graph-mode time went to the separate element-wise passes). The values are the same.
+        # `residual` (the block's skip connection, eq. (1)) is added on the same 2-D matrix, where MatMul + BiasAdd
+        # + Add fuse too (ImageNet 128 G inference +9% in graph mode on CPU, side by side on 2026-12-01).
         y = self.out(self.hidden(tf.reshape(x, [-1, x.shape[-1]])))
+        if residual is not None:
+            y = tf.reshape(residual, [-1, x.shape[-1]]) + y
         return tf.reshape(y, tf.shape(x))
 
     def get_config(self):

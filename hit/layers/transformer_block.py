@@ -34,4 +34,4 @@ class TransformerBlock(keras.layers.Layer):
                 x = x + self.attention(normed, tokens)
             else:
                 x = x + self.attention(normed)
-        return x + self.mlp(self.mlp_norm(x, training=training))
+        return self.mlp(self.mlp_norm(x, training=training), residual=x)  # x + MLP(norm(x)), fused
