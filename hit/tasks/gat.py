@@ -46,8 +46,8 @@ class GATTask(TwoOptimizers):
     generator_preset / discriminator_preset: hit.models presets (the discriminator's defaults to the generator's,
     as the official `--model GAT-B/2 --modelD GAT-B/2`); learning rates default to base_lr * base_width / width.
     precision: "float32", "bfloat16" (variables float32; the penalties in float32) or "float16" (the same with
-    loss scaling, hit.precision.DynamicLossScale). vae_weights: the SD-VAE that
-    decodes samples (a latent run without it shows the first latent channels); None for pixel-space data.
+    loss scaling, hit.precision.DynamicLossScale). vae_weights: the SD-VAE that decodes samples (a latent run
+    without it shows the first latent channels); None for pixel-space data.
     """
 
     metric_names = ("d_loss", "g_loss", "ar1_penalty", "ar2_penalty", "repa_loss", "d_total_loss", "real_logits",
