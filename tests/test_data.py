@@ -2,6 +2,8 @@
 
 import logging
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -138,6 +140,56 @@ def test_eval_over_a_folder_yields_only_the_decodable_images(tmp_path, caplog):
     assert sum("img_01_corrupt.png: cannot be decoded" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_files_skipped_before_training_are_each_named(tmp_path, caplog):
+    write_colour_images(tmp_path, 2)
+    (tmp_path / "cut.png").write_bytes((tmp_path / "img_00.png").read_bytes()[:40])
+    (tmp_path / "text.jpg").write_bytes(b"not a jpeg")
+    with caplog.at_level(logging.WARNING):
+        DataSource(name="folder", data_dir=str(tmp_path), resolution=8).train_dataset(CONTEXT, 2, seed=0)
+    messages = [r.getMessage() for r in caplog.records]
+    for name in ("cut.png", "text.jpg"):
+        assert f"skipping {tmp_path / name}: not a complete JPEG/PNG file (bad signature or cut-off end)" in messages
+
+
+def test_a_folder_in_which_nothing_decodes_is_a_one_line_error_not_a_hang(tmp_path):
+    # Before, the training pipeline's filter looped forever over the repeated, all-bad files.
+    for i in range(3):
+        write_corrupt_png(tmp_path / f"bad_{i}.png")
+    (tmp_path / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0 no end marker")
+    source = DataSource(name="folder", data_dir=str(tmp_path), resolution=8)
+    for make in (lambda: source.train_dataset(CONTEXT, 2, seed=0), lambda: source.eval_dataset(2)):
+        with pytest.raises(ValueError) as info:
+            make()
+        assert str(info.value).startswith(
+            f"no decodable image in {tmp_path}; 4 files skipped, e.g. {tmp_path / 'bad_0.png'} cannot be decoded "
+            "(Invalid PNG data")
+        assert "\n" not in str(info.value)
+
+
+def test_images_too_small_for_the_crop_are_skipped_and_named(tmp_path, caplog):
+    # A 1-pixel-wide image has an empty 0.875 crop; before, resizing it killed training at every restart.
+    write_colour_images(tmp_path, 3)
+    tf.io.write_file(str(tmp_path / "img_01_thin.png"), tf.io.encode_png(np.full((9, 1, 3), 200, np.uint8)))
+    source = DataSource(name="folder", data_dir=str(tmp_path), resolution=8, crop="random", crop_proportion=0.875)
+    with caplog.at_level(logging.WARNING):
+        batches = list(source.train_dataset(CONTEXT, 3, seed=0).take(4))
+        evaluation = tf.concat([b["image"] for b in source.eval_dataset(2)], 0)
+    assert {i for b in batches for i in colour_ids(b["image"])} == {0, 1, 2}
+    assert colour_ids(evaluation) == [0, 1, 2]
+    assert data_stats()["skipped_images"] == 1
+    assert (f"skipping {tmp_path / 'img_01_thin.png'}: too small (1x9 pixels; the crop needs a shorter side of at "
+            "least 2)") in [r.getMessage() for r in caplog.records]
+    # "fixed" resizes the whole image: nothing is too small for it.
+    fixed = DataSource(name="folder", data_dir=str(tmp_path), resolution=8)
+    assert sorted(colour_ids(tf.concat([b["image"] for b in fixed.eval_dataset(4)], 0)))[:3] == [0, 1, 2]
+    # A folder of such images alone is an error, as one in which nothing decodes.
+    alone = tmp_path / "thin"
+    alone.mkdir()
+    tf.io.write_file(str(alone / "a.png"), tf.io.encode_png(np.zeros((1, 5, 3), np.uint8)))
+    with pytest.raises(ValueError, match=r"no decodable image in .*thin; 1 files skipped, e.g. .*a\.png too small"):
+        DataSource(name="folder", data_dir=str(alone), crop="center", crop_proportion=0.875).eval_dataset(2)
+
+
 def test_folder_iterator_with_a_corrupt_image_checkpoints_and_distributes(tmp_path, two_replicas):
     write_colour_images(tmp_path, 5)
     write_corrupt_png(tmp_path / "corrupt.png")
@@ -183,6 +235,23 @@ def test_sharding_gives_each_input_pipeline_a_disjoint_part(tmp_path):
         dataset = source.train_dataset(context, 2, seed=0)
         seen.append({i for batch in dataset.take(8) for i in colour_ids(batch["image"])})
     assert seen[0] == {0, 2, 4, 6} and seen[1] == {1, 3, 5, 7}
+
+
+def test_every_source_saves_its_iterator_past_a_whole_pass_and_resumes_exactly(tmp_path):
+    # In a child process with a timeout: before, TF's fused shuffle + repeat never returned from the symbolic save
+    # once a pass over TFRecord files was complete (the latent sets and FFHQ records; a training run hung for good
+    # at its first checkpoint). TFDS (here a tiny builder built offline), folders and random images are covered too.
+    child = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data_checkpoint_child.py")
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(child)), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    try:
+        result = subprocess.run([sys.executable, child, str(tmp_path)], capture_output=True, text=True, timeout=240,
+                                env=env)
+    except subprocess.TimeoutExpired as e:
+        printed = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else e.stdout or ""
+        pytest.fail(f"an iterator save hung; the child printed: {printed.split()[-2:]}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line for line in result.stdout.splitlines() if line.startswith("ok ")] == [
+        "ok latents", "ok tfds", "ok ffhq", "ok folder", "ok random"]
 
 
 @pytest.mark.parametrize("contents,message", [

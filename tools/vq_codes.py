@@ -59,7 +59,7 @@ def read_image(path, model):
     try:
         image = image_folder.decode(tf.io.read_file(path))
     except tf.errors.OpError:
-        raise ValueError(f"cannot decode {path}: {image_folder.decode_error(path)}") from None
+        raise ValueError(f"{path} {image_folder.decode_error(path)}") from None
     return preprocess(image, model.resolution, crop="center", channels=model.image_channels)
 
 

@@ -44,13 +44,13 @@ def is_complete_image(path):
 
 
 def list_checked_images(root):
-    """(paths of the complete images below root, number of files skipped as undecodable or truncated)."""
+    """(paths of the complete images below root, the paths skipped as undecodable or truncated)."""
     paths = list_images(root)
     good = [p for p in paths if is_complete_image(p)]
     if not good:
         raise ValueError(f"none of the {len(paths)} images below {root} can be decoded (not JPEG/PNG, or "
                          f"truncated); replace them or {_FIX}")
-    return good, len(paths) - len(good)
+    return good, [p for p in paths if p not in set(good)]
 
 
 def decode(image_bytes):
@@ -58,10 +58,28 @@ def decode(image_bytes):
     return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
 
 
-def decode_error(path):
-    """Why the file cannot be read or decoded, on one line (e.g. "Invalid PNG data, size 1528"); None if it can."""
+def decode_error(path, min_side=1):
+    """Why the file cannot be used, on one line: it cannot be read or decoded (e.g. "cannot be decoded (Invalid
+    PNG data, size 1528)"), or its shorter side is under `min_side` pixels (a crop of it would be empty); None if
+    it can be used."""
     try:
-        decode(tf.io.read_file(path))
+        image = decode(tf.io.read_file(path))
     except tf.errors.OpError as error:  # TensorFlow's message without its "{{function_node ...}}" and "[Op:...]"
-        return re.sub(r"\{\{.*?\}\}|\[Op:.*", "", one_line(error.message)).strip()
+        return "cannot be decoded (" + re.sub(r"\{\{.*?\}\}|\[Op:.*", "", one_line(error.message)).strip() + ")"
+    height, width = image.shape[:2]
+    if min(height, width) < min_side:
+        return f"too small ({width}x{height} pixels; the crop needs a shorter side of at least {min_side})"
     return None
+
+
+def check_some_image_usable(paths, root, skipped, min_side=1):
+    """A one-line ValueError unless one of `paths` decodes to an image of shorter side >= min_side. Without this
+    the training pipeline's filter would loop forever over the repeated, all-bad files. Decodes files in order
+    until one is usable: one decode for a healthy folder."""
+    first = None
+    for path in paths:
+        reason = decode_error(path, min_side)
+        if reason is None:
+            return
+        first = first or f"{path} {reason}"
+    raise ValueError(f"no decodable image in {root}; {len(paths) + skipped} files skipped, e.g. {first}")

@@ -12,6 +12,7 @@ An image file that passes image_folder's up-front checks and still fails to deco
 dropped, counted in `data_stats()["skipped_images"]` and logged with its name, once per process.
 """
 
+import math
 import threading
 
 import gin
@@ -29,6 +30,7 @@ SOURCES = IMAGE_SOURCES + ("latents",)  # latents: tools/extract_latents.py's TF
 _STATS = {}  # what the readers counted; folder decoding adds to it while training runs
 _UNDECODABLE = set()  # folder images that failed to decode in this process
 _LOCK = threading.Lock()  # for both: tf.data decodes on several threads
+_NAMED_SKIPS = 100  # files skipped before training are named in the log, up to this many
 
 
 def data_stats():
@@ -37,8 +39,9 @@ def data_stats():
         return dict(_STATS)
 
 
-def _skip(path):
-    """tf.py_function body, run only for a file that failed to decode: counts and logs it the first time."""
+def _skip(path, min_side):
+    """tf.py_function body, run only for a file that failed to decode or is too small: counts and logs it the
+    first time."""
     path = path.numpy().decode()
     with _LOCK:
         first = path not in _UNDECODABLE
@@ -46,19 +49,21 @@ def _skip(path):
             _UNDECODABLE.add(path)
             _STATS["skipped_images"] = _STATS.get("skipped_images", 0) + 1
     if first:
-        reason = image_folder.decode_error(path) or "failed once, then read"
-        logging.warning("skipping %s: cannot be decoded (%s)", path, reason)
+        reason = image_folder.decode_error(path, int(min_side)) or "cannot be decoded (failed once, then read)"
+        logging.warning("skipping %s: %s", path, reason)
     return False
 
 
-def _decode_folder_image(element):
+def _decode_folder_image(element, min_side=1):
     """{"path"} -> {"image", "ok"}; filter on ok. A try/except inside the graph: a one-element data set with
-    ignore_errors gives the image, or else the empty fallback; Python runs only for files that fail."""
+    ignore_errors gives the image, or else the empty fallback; Python runs only for files that fail. An image
+    whose shorter side is under `min_side` pixels (its crop would be empty) is skipped the same way."""
     path = element["path"]
     decoded = tf.data.Dataset.from_tensors(path).map(lambda p: (image_folder.decode(tf.io.read_file(p)), True))
     fallback = tf.data.Dataset.from_tensors((tf.zeros([0, 0, 3], tf.uint8), False))
     image, ok = decoded.ignore_errors().concatenate(fallback).take(1).get_single_element()
-    ok = tf.cond(ok, lambda: ok, lambda: tf.py_function(_skip, [path], tf.bool))
+    ok = tf.logical_and(ok, tf.reduce_min(tf.shape(image)[:2]) >= min_side)
+    ok = tf.cond(ok, lambda: ok, lambda: tf.py_function(_skip, [path, min_side], tf.bool))
     ok.set_shape([])
     return {"image": image, "ok": ok}
 
@@ -92,11 +97,15 @@ class DataSource:
             raise ValueError("the latent data set holds no images; it is read by train_dataset / eval_dataset")
         if name == "folder":
             paths, skipped = image_folder.list_checked_images(self.data_dir)
-            with _LOCK:  # files found corrupt earlier in this process stay listed: the order must not change
-                _STATS["skipped_images"] = skipped + len(_UNDECODABLE.intersection(paths))
+            for path in skipped[:_NAMED_SKIPS]:
+                logging.warning("skipping %s: not a complete JPEG/PNG file (bad signature or cut-off end)", path)
             if skipped:
-                logging.warning("Skipped %d of %d images below %s that cannot be decoded", skipped,
-                                skipped + len(paths), self.data_dir)
+                logging.warning("Skipped %d of %d images below %s that cannot be decoded%s", len(skipped),
+                                len(skipped) + len(paths), self.data_dir,
+                                f" (the first {_NAMED_SKIPS} named above)" if len(skipped) > _NAMED_SKIPS else "")
+            image_folder.check_some_image_usable(paths, self.data_dir, len(skipped), self._min_side(split))
+            with _LOCK:  # files found corrupt earlier in this process stay listed: the order must not change
+                _STATS["skipped_images"] = len(skipped) + len(_UNDECODABLE.intersection(paths))
             return tf.data.Dataset.from_tensor_slices({"path": paths}), False
         if name == "ffhq":
             return ffhq_tfrecords.ffhq_tfrecords(self.data_dir, self.resolution, split), False
@@ -112,15 +121,24 @@ class DataSource:
             return max(1, min(self.shuffle_buffer, 2**30 // (3 * self.resolution**2)))
         return self.shuffle_buffer
 
+    def _crop_mode(self, training):
+        crop = self.crop or ("random" if training and self.name == "imagenet2012" else
+                             "center" if self.name == "imagenet2012" else "fixed")
+        return "center" if not training and crop == "random" else crop
+
+    def _min_side(self, split):
+        """The shorter side (pixels) an image needs for a non-empty crop: a "random" or "center" crop keeps
+        int(crop_proportion * shorter side) pixels."""
+        if self._crop_mode(split == "train") == "fixed":
+            return 1
+        return math.ceil(1.0 / self.crop_proportion - 1e-9)
+
     def _prepare(self, element, training, seed):
         if "image_bytes" in element:
             image = image_folder.decode(element["image_bytes"])
         else:
             image = element["image"]
-        crop = self.crop or ("random" if training and self.name == "imagenet2012" else
-                             "center" if self.name == "imagenet2012" else "fixed")
-        if not training and crop == "random":
-            crop = "center"
+        crop = self._crop_mode(training)
         out = {"image": preprocess(image, self.resolution, crop, self.crop_proportion,
                                    flip=training and self.random_flip, seed=seed, channels=self.channels)}
         if self.with_labels:
@@ -153,15 +171,24 @@ class DataSource:
             dataset = dataset.shuffle(self._shuffle_buffer(), seed=int(seed) * 1_000_003 + int(start_step),
                                       reshuffle_each_iteration=True).repeat().enumerate()
             if self.name == "folder":
-                dataset = dataset.map(lambda i, x: (i, _decode_folder_image(x)), num_parallel_calls=tf.data.AUTOTUNE)
+                min_side = self._min_side("train")
+                dataset = dataset.map(lambda i, x: (i, _decode_folder_image(x, min_side)),
+                                      num_parallel_calls=tf.data.AUTOTUNE)
                 dataset = dataset.filter(lambda i, x: x["ok"])
             dataset = dataset.map(lambda i, x: self._prepare(x, True, stateless_seed("data", seed, start_step, i)),
                                   num_parallel_calls=tf.data.AUTOTUNE)
         dataset = dataset.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
         options = tf.data.Options()
-        # Checkpoints store positions, not buffered images. Folders use full iterator checkpoints (the shuffle
-        # buffer holds only paths); their decoder's state (files already logged) belongs to the process.
+        # Symbolic checkpoints store the readers' positions instead of prefetched batches; the shuffle buffer's
+        # elements are still saved (TF 2.20): a latent set's checkpoint holds up to its 1 GiB buffer cap, 68 MB
+        # for 2048 elements of 32x32x8 moments. Folders use full iterator checkpoints (the shuffle buffer holds
+        # only paths); their decoder's state (files already logged) belongs to the process.
         options.experimental_symbolic_checkpoint = self.name != "folder"
+        # tf.data fuses shuffle + repeat into one op whose symbolic save never returns once a pass over TFRecord
+        # files of unknown length is complete (TF 2.20 / 2.21: the latent sets and FFHQ records hung a run at its
+        # first checkpoint; tests/test_data.py saves every source past a pass). Unfused, a pass ends before the
+        # next begins: the same elements, no mixing across the boundary, the same input rate (measured).
+        options.experimental_optimization.shuffle_and_repeat_fusion = False
         if self.name == "folder":
             options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
         return dataset.with_options(options)
@@ -176,7 +203,8 @@ class DataSource:
         else:
             dataset, _ = self._read("eval")
             if self.name == "folder":
-                dataset = dataset.map(_decode_folder_image, num_parallel_calls=tf.data.AUTOTUNE)
+                min_side = self._min_side("eval")
+                dataset = dataset.map(lambda x: _decode_folder_image(x, min_side), num_parallel_calls=tf.data.AUTOTUNE)
                 dataset = dataset.filter(lambda x: x["ok"])
             if num_examples:
                 dataset = dataset.take(num_examples)
