@@ -42,6 +42,7 @@ from hit.eval.precision_recall import knn_radii
 from hit.images import image_grid, to_uint8
 from hit.tasks import GANTask
 from hit.train import Trainer
+from hit.train.checkpoints import latest_checkpoint
 
 GRID_SAMPLES, GAP = 64, 8
 
@@ -112,7 +113,7 @@ def measure(generator, evaluator, data, real_features, coverage_samples, seed=0)
 def _train_and_measure(run, marks, output_dir, evaluator, coverage_samples, seed):
     """(rows, grids) of one run: its trainer from the parsed gin config, measured at each mark."""
     model_dir = os.path.join(output_dir, run.name)
-    if tf.train.latest_checkpoint(model_dir):  # a resumed run would start its clock from someone else's steps
+    if latest_checkpoint(model_dir):  # a resumed run would start its clock from someone else's steps
         raise ValueError(f"{model_dir} already holds a checkpoint; give a fresh output directory")
     data = DataSource()
     _, real_features, _, _ = evaluator.reference(data)  # once, before training: a missing classifier fails here

@@ -13,7 +13,9 @@ the SavedModel; a pixel-space run's decoding is the identity).
 The signatures declare z's width, so `saved_model_cli show` lists it and Python callers of a loaded signature
 get TensorFlow's own rejection naming the expected shape (None, latent_dim); runners that feed tensors without
 checking them against the signature (TF Serving's C++ session) meet a check inside the graph instead, "z must
-have shape [batch, latent_dim]". A wrong dtype is rejected against the signature everywhere.
+have shape [batch, latent_dim]" ("seed must have shape [batch]", "label must have shape [batch]"). The graph also
+checks values: "z must be finite (no NaN or Inf)" (else black images) and "label must be a class in [0, K)" (an
+embedding wraps -1 to class K - 1). A wrong dtype is rejected against the signature everywhere.
 
 A VQ-HiT autoencoder (hit.models.VQHiT, resolution R, C channels, a g x g grid of K codes) exports instead:
     serving_default, reconstruct  images uint8 [batch, R, R, C] -> images uint8 [batch, R, R, C], codes int32
@@ -59,16 +61,31 @@ class GeneratorSignatures:
             inputs.append(tf.TensorSpec([None], tf.int32, name="label"))
         return inputs
 
+    @staticmethod
+    def _rank_is(x, rank, message):
+        """x, checked to have `rank` when the graph runs (see fed_rank)."""
+        with tf.control_dependencies([tf.debugging.assert_equal(fed_rank(x), rank, message=message)]):
+            return tf.identity(x)
+
     def _images(self, z, label=None):
-        """clip(G(z), -1, 1), z checked when the graph runs: for runners that do not check feeds against the
-        signature's [batch, latent_dim], the first failure is then this message, not an error inside G."""
+        """clip(G(z), -1, 1), z (and label) checked when the graph runs: for runners that do not check feeds
+        against the signature, the first failure is then one of these messages, not an error inside G."""
         message = f"z must have shape [batch, {self.latent_dim}]"
-        with tf.control_dependencies([tf.debugging.assert_rank(z, 2, message=message)]):
-            width = tf.debugging.assert_equal(tf.shape(z)[-1], self.latent_dim, message=message)
+        z = self._rank_is(z, 2, message)
+        width = tf.debugging.assert_equal(tf.shape(z)[-1], self.latent_dim, message=message)
         with tf.control_dependencies([width]):
-            z = tf.ensure_shape(tf.identity(z), [None, self.latent_dim])
+            # NaN or Inf would give black (or NaN) images silently
+            z = tf.debugging.check_numerics(tf.ensure_shape(tf.identity(z), [None, self.latent_dim]),
+                                            "z must be finite (no NaN or Inf)")
         if label is not None:
-            tf.debugging.assert_equal(tf.shape(label)[0], tf.shape(z)[0], message="label must have shape [batch]")
+            # an embedding lookup wraps -1 to the last class, and labels >= K give zeros on GPU
+            k, shape = self.generator.num_classes, "label must have shape [batch]"
+            label, in_range = self._rank_is(label, 1, shape), f"label must be a class in [0, {k})"
+            checks = [tf.debugging.assert_equal(tf.shape(label)[0], tf.shape(z)[0], message=shape),
+                      tf.debugging.assert_non_negative(label, message=in_range),
+                      tf.debugging.assert_less(label, k, message=in_range)]
+            with tf.control_dependencies(checks):
+                label = tf.identity(label)
             return tf.clip_by_value(self.generator(z, label, training=False), -1.0, 1.0)
         return tf.clip_by_value(self.generator(z, training=False), -1.0, 1.0)
 
@@ -78,6 +95,7 @@ class GeneratorSignatures:
             return {"images": to_uint8(self._images(z, *label))}
 
         def generate(seed, *label):
+            seed = self._rank_is(seed, 1, "seed must have shape [batch]")  # else a cryptic error inside map_fn
             return {"images": to_uint8(self._images(latent_for_seeds(seed, self.latent_dim), *label))}
 
         def generate_float(z, *label):
@@ -85,6 +103,13 @@ class GeneratorSignatures:
 
         return {"serving_default": (serve, self._inputs("z")), "generate": (generate, self._inputs("seed")),
                 "generate_float": (generate_float, self._inputs("z"))}
+
+
+def fed_rank(x):
+    """The rank of the tensor actually fed as x. tf.rank, assert_rank and grappler's constant folding take the
+    signature's static rank and would check nothing; the index of a -1 appended to x's shape (every dim is >= 0)
+    is the rank when the graph runs."""
+    return tf.argmin(tf.concat([tf.shape(x), [-1]], 0), output_type=tf.int32)
 
 
 def capturing_named(function, variables):
@@ -154,7 +179,7 @@ class AutoencoderSignatures:
         """x with shape [batch, *shape], checked when the graph runs (feeds unchecked against the signature). One
         condition, whatever x's rank: padded to len(shape), dims of another rank cannot fail to compare first."""
         dims = tf.concat([tf.shape(x)[1:], tf.zeros([len(shape)], tf.int32)], 0)[:len(shape)]
-        ok = tf.logical_and(tf.equal(tf.rank(x), len(shape) + 1), tf.reduce_all(tf.equal(dims, shape)))
+        ok = tf.logical_and(tf.equal(fed_rank(x), len(shape) + 1), tf.reduce_all(tf.equal(dims, shape)))
         with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
             return tf.ensure_shape(tf.identity(x), [None, *shape])
 

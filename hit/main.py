@@ -16,6 +16,7 @@ saving (the last checkpoint on disk stays intact). Errors a user can fix print o
 
 import functools
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -108,7 +109,9 @@ def _python():
 
 def next_steps(model_dir, autoencoder=False):
     """What a finished run has made, and the commands to go on with (a VQ-HiT run: codes instead of samples)."""
-    gin_flags = " ".join(f"--gin_file={f}" for f in _GIN_FILE.value)
+    # The run's own bindings (config.gin holds them too): an eval job without them would wait for other steps.
+    gin_flags = " ".join([f"--gin_file={f}" for f in _GIN_FILE.value] +
+                         [shlex.quote(f"--gin_param={p}") for p in _GIN_PARAM.value])
     python = _python()
     samples = os.path.join(model_dir, "samples", "latest.png")
     return "\n".join([

@@ -19,7 +19,8 @@ from hit import data, tasks, train  # noqa: F401  (registers the configurables c
 from hit.errors import one_line
 from hit.images import to_uint8
 from hit.models import get_generator, get_vqhit
-from hit.train.checkpoints import make_checkpoint
+from hit.train.checkpoints import (DamagedCheckpointError, check_model_variables, latest_checkpoint, make_checkpoint,
+                                  restore)
 
 GENERATORS = ("ema_generator", "generator")
 INTERPOLATIONS = ("slerp", "lerp")
@@ -111,32 +112,16 @@ def _run_autoencoder_config(model_dir):
     return _read_run_config(model_dir, "the autoencoder", read)
 
 
-def _checkpoint_key(which, variable):
-    """The name of `variable` in a checkpoint of make_checkpoint({which: model}) ("/" and "." escaped as
-    tf.train escapes them)."""
-    name = variable.path.split("/", 1)[1].replace(".", "..").replace("/", ".S")
-    return f"{which}/{name}/.ATTRIBUTES/VARIABLE_VALUE"
-
-
 def _restore(model, path, which, role="generator"):
-    """Restore `which` from checkpoint `path` into `model` (the run's `role`), checking that every variable was
-    restored. Names and shapes are compared first: a restore that fails half-way leaves TensorFlow to log every
-    unrestored value when the process exits."""
-    saved = {name: shape for name, shape in tf.train.list_variables(path)
-             if name.startswith(which + "/") and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE")}
-    if len(saved) != len(model.variables):
-        raise ValueError(f"{path} holds {len(saved)} {which} variables but the run's {role} has "
-                         f"{len(model.variables)}")
-    for variable in model.variables:
-        shape = saved.get(_checkpoint_key(which, variable))
-        if shape != list(variable.shape):
-            found = "no such variable" if shape is None else f"shape {shape}"
-            raise ValueError(f"cannot restore {which} from {path}: the run's {role} has {variable.path} of shape "
-                             f"{list(variable.shape)}, the checkpoint {found}")
+    """Restore `which` from checkpoint `path` into `model` (the run's `role`), checking first that the checkpoint
+    holds exactly its variables (hit.train.checkpoints.check_model_variables)."""
+    check_model_variables(path, which, model, f"run's {role}")
     try:
-        make_checkpoint({which: model}).restore(path).expect_partial().assert_existing_objects_matched()
+        restore(make_checkpoint({which: model}), path).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError) as e:  # a variable missing, or saved with another shape
-        raise ValueError(f"cannot restore {which} from {path}: {one_line(e)}") from None
+        if isinstance(e, DamagedCheckpointError):
+            raise
+        raise ValueError(f"cannot restore {which} from {path}: {one_line(e)[:500]}") from None
 
 
 def run_checkpoint(model_dir=None, checkpoint=None):
@@ -146,7 +131,7 @@ def run_checkpoint(model_dir=None, checkpoint=None):
         if not tf.io.gfile.exists(checkpoint + ".index"):
             raise ValueError(f"no checkpoint at {checkpoint} (expected a prefix such as <model_dir>/ckpt-400)")
         return model_dir or os.path.dirname(checkpoint), checkpoint
-    latest = tf.train.latest_checkpoint(model_dir)
+    latest = latest_checkpoint(model_dir)
     if not latest:
         raise ValueError(f"no checkpoint found in {model_dir}")
     return model_dir, latest

@@ -117,16 +117,23 @@ def test_evaluator_reports_caches_reference_and_keeps_the_best(tmp_path):
     assert {"eval/fid", "eval/inception_score", "eval/kid", "eval/real_fake"} <= tags
 
 
-def test_the_eval_job_skips_checkpoints_deleted_before_their_turn_and_still_stops(tmp_path):
-    """A checkpoint the trainer's keep_checkpoints removed while the job was busy: skipped once, not retried
-    forever, and the job still ends at its timeout."""
-    task = tiny_run(tmp_path, steps=2)
+def test_the_eval_job_skips_deleted_and_damaged_checkpoints_and_still_stops(tmp_path, caplog):
+    """A checkpoint the trainer's keep_checkpoints removed (still listed in the `checkpoint` state file) is not
+    evaluated; a damaged one (a truncated .data file) is recorded as skipped, not retried by a later run of the
+    job, and the checkpoints after it are evaluated. Before, the damaged one stopped every run of the job."""
+    task = tiny_run(tmp_path, steps=3)
     for path in tf.io.gfile.glob(str(tmp_path / "ckpt-1.*")):
-        tf.io.gfile.remove(path)  # still listed in the `checkpoint` state file
+        tf.io.gfile.remove(path)
+    data_file = tmp_path / "ckpt-2.data-00000-of-00001"
+    data_file.write_bytes(data_file.read_bytes()[:1000])
     evaluator = Evaluator(model_dir=str(tmp_path), protocol="demo_classifier", num_samples=16, batch_size=16,
                           inception_split=16, kid_samples=16)
     evaluator._extractor = MeanColourExtractor()
     name, generator = task.eval_generator()
-    evaluator.run(generator, DataSource(name="random", resolution=32), train_steps=10, timeout=1, name=name,
-                  poll_seconds=0.1)
-    assert [r["step"] for r in evaluator.results()] == [2]
+    for _ in range(2):
+        evaluator.run(generator, DataSource(name="random", resolution=32), train_steps=10, timeout=1, name=name,
+                      poll_seconds=0.1)
+    rows = evaluator.results()
+    assert [r["step"] for r in rows] == [2, 3] and "fid" in rows[1]
+    assert rows[0]["skipped"].startswith(f"checkpoint {tmp_path / 'ckpt-2'} is damaged: {data_file} is damaged (")
+    assert sum("Skipping" in r.getMessage() for r in caplog.records) == 1  # the second run did not retry it

@@ -55,6 +55,18 @@ def test_the_export_defaults_to_the_run_directory_and_the_checkpoint_step(export
     assert sorted(os.listdir(os.path.join(run, "export"))) == ["2"]  # no temporary directory left
 
 
+def test_a_write_error_is_one_line(exported, tmp_path):
+    # Before, a full disk or an unwritable folder printed a traceback.
+    run = os.path.dirname(os.path.dirname(exported.path))
+    (tmp_path / "file").write_text("a file, not a folder")
+    result = subprocess.run([sys.executable, "tools/export.py", f"--model_dir={run}",
+                             f"--export_dir={tmp_path / 'file' / 'export'}"], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert result.returncode != 0 and result.stdout == "" and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"error: cannot write the export to {tmp_path / 'file' / 'export'}: "), result.stderr
+
+
 def test_the_export_log_has_no_renamed_input_names(exported):
     assert "signature_serialization" not in exported.stderr and "unsupported characters" not in exported.stderr
     assert "unknown_0" not in exported.stderr
@@ -96,8 +108,15 @@ def test_wrong_inputs_are_rejected_with_clear_messages(exported):
     loaded = exported.loaded
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"z must have shape \[batch, 32\]"):
         loaded.signatures["serving_default"](z=tf.zeros([2, 31]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"z must have shape \[batch, 32\]"):
-        loaded.signatures["serving_default"](z=tf.zeros([2], tf.float32))  # wrong rank
+    for z in (tf.zeros([2], tf.float32), tf.zeros([2, 1, 32])):  # wrong rank (rank 3 with the right width too)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"z must have shape \[batch, 32\]"):
+            loaded.signatures["serving_default"](z=z)
+    for name, bad in (("serving_default", np.nan), ("generate_float", np.inf)):  # else black or NaN images
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"z must be finite \(no NaN or Inf\)"):
+            loaded.signatures[name](z=tf.tensor_scatter_nd_update(tf.zeros([2, 32]), [[1, 5]], [bad]))
+    for seed in (tf.constant(1, tf.int64), tf.constant([[1, 2]], tf.int64)):  # else an error inside map_fn
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"seed must have shape \[batch\]"):
+            loaded.signatures["generate"](seed=seed)
     with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a int64 tensor but is a float"):
         loaded.signatures["generate"](seed=tf.constant([1.5]))  # wrong dtype: the signature rejects it
     with pytest.raises(ValueError, match="already exists"):

@@ -133,6 +133,13 @@ def test_the_export_takes_labels_and_decodes_through_the_vae(run, tmp_path):
     np.testing.assert_allclose(out.numpy().astype(int), to_uint8(generator(z, labels)).numpy().astype(int), atol=1)
     spec = loaded.signatures["generate"].structured_input_signature[1]
     assert set(spec) == {"seed", "label"}
+    for bad in ([0, -1], [10, 1]):  # -1 would wrap to class 9, 10 give zeros on GPU
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"label must be a class in \[0, 10\)"):
+            loaded.signatures["generate"](seed=tf.constant([1, 2], tf.int64), label=tf.constant(bad))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"label must have shape \[batch\]"):
+        loaded.signatures["generate_float"](z=z[:1], label=tf.constant(3))  # rank 0
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"z must be finite \(no NaN or Inf\)"):
+        loaded.signatures["generate_float"](z=z * np.nan, label=labels)
 
 
 def run_tool(*args):

@@ -92,10 +92,12 @@ def test_two_replicas_equal_one_device(straight, tmp_path, two_replicas):
     assert all(math.isfinite(v) for v in metrics.values()), metrics
     single, mirrored = all_variables(one), all_variables(two)
     # Adam's first steps move every weight by about lr (1e-3) whatever its gradient's size, so float noise in the
-    # tiny gradients of a few weights shows; a wrong split of the batch or of the random draws moves them all.
+    # tiny gradients of a few weights shows (at most 2 lr: a flipped sign; 8.6e-4 seen on an AMD EPYC), and the
+    # summation order of two replicas moves small weights by a few 1e-5; a wrong split of the batch or of the
+    # random draws moves them all by about lr.
     for key, value in single.items():
-        close = np.isclose(mirrored[key], value, rtol=1e-4, atol=1e-5)
-        assert close.mean() > 0.95 and np.abs(mirrored[key] - value).max() < 5e-4, (
+        close = np.isclose(mirrored[key], value, rtol=1e-4, atol=1e-4)
+        assert close.mean() > 0.95 and np.abs(mirrored[key] - value).max() < 2.1e-3, (
             key, close.mean(), np.abs(mirrored[key] - value).max())
     w_avg = two.generator.w_avg.value.values  # each replica wrote the global batch's class means
     np.testing.assert_array_equal(w_avg[0], w_avg[1])

@@ -106,3 +106,24 @@ def test_paper_hyperparameters(name):
     assert (q("hit.tasks.GANTask.ema_decay"), q("hit.tasks.GANTask.ema_start_step")) == (0.999, 10)
     assert q("hit.train.Trainer.steps_per_loop") == 200
     assert q("hit.tasks.GANTask.bn_group_size") == 8  # the official 8 images per TPU core, on any machine
+
+
+@pytest.mark.parametrize("binding, message", [
+    ("Trainer.train_steps = 'ten'", "bad gin value: Trainer.train_steps = 'ten': expected an integer"),
+    ("DataSource.resolution = '32'", "bad gin value: DataSource.resolution = '32': expected an integer"),
+    ("Trainer.global_batch_size = 4.5", "bad gin value: Trainer.global_batch_size = 4.5: expected an integer"),
+    ("GANTask.ema_decay = 'high'", "bad gin value: GANTask.ema_decay = 'high': expected a number"),
+    ("DataSource.random_flip = 1", "bad gin value: DataSource.random_flip = 1: expected True or False"),
+    ("DataSource.name = 3", "bad gin value: DataSource.name = 3: expected a string"),
+])
+def test_a_value_of_the_wrong_type_is_one_line_naming_what_was_expected(binding, message):
+    # Before, these failed later with tracebacks of 18-104 lines (or "4.5 does not split over 1 replicas").
+    with pytest.raises(ValueError) as info:
+        parse_gin(["gin/demo/tiny_random.gin"], [binding])
+    assert str(info.value) == message
+
+
+def test_integers_are_numbers_and_none_or_references_are_not_checked():
+    parse_gin(["gin/demo/tiny_random.gin"], ["GANTask.r1_weight = 1", "GANTask.bn_group_size = None",
+                                             "Evaluator.reference_path = '/x.npz'"])
+    assert gin.query_parameter("GANTask.r1_weight") == 1

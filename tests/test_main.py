@@ -220,7 +220,8 @@ def test_deterministic_runs_then_what_next_and_the_eval_job_over_every_checkpoin
     for model_dir in (relative, tmp_path / "same"):  # --deterministic: the same command, the same checkpoints
         result = run_main(*DEMO, f"--model_dir={model_dir}", "--deterministic", *train)
         assert result.returncode == 0, result.stderr[-3000:]
-        for command in ("--mode=eval", "tools/sample.py", "tools/export.py", "tensorboard --logdir"):
+        for command in ("--mode=eval", "tools/sample.py", "tools/export.py", "tensorboard --logdir",
+                        "'--gin_param=Trainer.train_steps = 4'"):  # the eval job needs the run's own bindings
             assert command in result.stdout, result.stdout
         assert_quiet(result.stderr)
     first, second = checkpoint_values(str(run / "ckpt-4")), checkpoint_values(str(tmp_path / "same" / "ckpt-4"))
@@ -240,6 +241,15 @@ def test_deterministic_runs_then_what_next_and_the_eval_job_over_every_checkpoin
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "eval step" not in rerun.stderr and "Evaluated every checkpoint up to step 4" in rerun.stderr
     assert results_steps(run) == [2, 4]
+    # Another model in the same directory, then a damaged checkpoint: one error line each, under our own lines.
+    other = run_main(*DEMO, f"--model_dir={run}", *train, "--gin_param=Trainer.train_steps = 6",
+                     "--gin_param=GANTask.r1_weight = 1.0")
+    assert_one_error_line(other, "holds a run of another configuration (GANTask.r1_weight = 10.0 there, 1.0 now)")
+    data = run / "ckpt-4.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:4096])
+    damaged = run_main(*DEMO, f"--model_dir={run}", *train, "--gin_param=Trainer.train_steps = 6")
+    assert_one_error_line(damaged, f"checkpoint {run}/ckpt-4 is damaged: {data} is damaged (",
+                          f"the newest intact checkpoint is {run}/ckpt-2")
 
 
 def test_the_eval_job_on_a_missing_model_dir_says_what_it_waits_for(tmp_path, classifier_weights):

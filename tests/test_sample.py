@@ -195,6 +195,16 @@ def test_tool_smoke_mode_samples_a_fresh_preset(tmp_path):
     assert grid.shape == (2 * 32, 3 * 32, 3) and grid.dtype == np.uint8
 
 
+def test_a_write_error_is_one_line(run, tmp_path):
+    # Before, a full disk or an unwritable folder printed a traceback.
+    (tmp_path / "file").write_text("a file, not a folder")
+    result = run_tool(f"--model_dir={run[0]}", f"--output={tmp_path / 'file' / 'grid.png'}", "--num_samples=2")
+    assert result.returncode != 0 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: cannot write {tmp_path / 'file' / 'grid.png'}: "), result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model_dir={empty}"], "error: no checkpoint found in"),
     (["--model_dir={run}", "--which=discriminator"], "error: which must be one of ema_generator, generator"),

@@ -124,6 +124,8 @@ def test_wrong_shapes_and_dtypes_are_rejected(exported):
             signatures[name](images=tf.zeros([2, 31, 32, 3], tf.uint8))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"codes must have shape \[batch, 8, 8\]"):
         signatures["decode"](codes=tf.zeros([1, 8, 9], tf.int32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"codes must have shape \[batch, 8, 8\]"):
+        signatures["decode"](codes=tf.zeros([1, 8, 8, 1], tf.int32))  # the rank fed, not the signature's
     with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a int32 tensor but is a float"):
         signatures["decode"](codes=tf.zeros([1, 8, 8], tf.float32))
     # The same checks where no signature fixes the rank (the functions before export).

@@ -21,6 +21,7 @@ from absl import app, flags  # noqa: E402
 import hit  # noqa: E402,F401  (before TensorFlow: it sets TensorFlow's environment, see hit/__init__.py)
 import tensorflow as tf  # noqa: E402,F401  (after hit: tests/test_tools.py checks the order)
 from hit.console import keep_project_lines  # noqa: E402
+from hit.errors import one_line  # noqa: E402
 from hit.export import export_autoencoder, export_generator  # noqa: E402
 from hit.sampling import load_autoencoder, load_generator, run_checkpoint, run_kind  # noqa: E402
 from hit.train.checkpoints import checkpoint_step  # noqa: E402
@@ -51,6 +52,8 @@ def main(argv):
             path = export_generator(generator, export_dir, version)
     except ValueError as e:
         sys.exit(f"error: {e}")
+    except (OSError, tf.errors.OpError) as e:  # a full disk, a read-only folder
+        sys.exit(f"error: cannot write the export to {export_dir}: {one_line(e)}")
     print(path)
 
 

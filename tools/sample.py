@@ -33,6 +33,7 @@ import hit  # noqa: E402,F401  (before TensorFlow: it sets TensorFlow's environm
 import tensorflow as tf  # noqa: E402
 from hit import sampling  # noqa: E402
 from hit.console import keep_project_lines  # noqa: E402
+from hit.errors import one_line  # noqa: E402
 from hit.images import write_png  # noqa: E402
 from hit.progress import Progress  # noqa: E402
 
@@ -112,7 +113,11 @@ def main(argv):
     except ValueError as e:
         sys.exit(f"error: {e}")
     output = _OUTPUT.value or default_output(_MODE.value, _MODEL_DIR.value, _CHECKPOINT.value, _PRESET.value)
-    logging.info("wrote %s to %s", write(generator, output), output)
+    try:
+        description = write(generator, output)
+    except (OSError, tf.errors.OpError) as e:  # a full disk, a read-only or missing folder
+        sys.exit(f"error: cannot write {output}: {one_line(e)}")
+    logging.info("wrote %s to %s", description, output)
     print(output)
 
 

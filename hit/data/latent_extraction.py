@@ -5,8 +5,9 @@ Images are read in the split's own order (DataSource.ordered_images), cut to the
 ("adm", GAT's recipe) or our pipelines' ("center"), encoded in batches under a tf.distribute strategy (the global
 batch split across replicas in order and gathered back in order; the last batch padded for static shapes) and
 written in shards of `shard_size` source positions. A shard is written to <name>.incomplete and renamed when
-complete, so a second run skips finished shards and redoes a half-written one; latents.json records the settings
-and a resumed run must use the same. Shard k belongs to task k mod num_tasks (several hosts share a set).
+complete, after its sidecar (its record count and size, which readers check) is written, so a second run skips
+finished shards and redoes a half-written one; latents.json records the settings and a resumed run must use the
+same. Shard k belongs to task k mod num_tasks (several hosts share a set).
 """
 
 import os
@@ -119,6 +120,9 @@ def extract(source, output_dir, encoder, *, split="train", resolution=256, crop=
         if tf.io.gfile.exists(latents.shard_path(output_dir, k) + latents.INCOMPLETE):
             logging.info("redoing the half-written shard %d", k)
             tf.io.gfile.remove(latents.shard_path(output_dir, k) + latents.INCOMPLETE)
+    for k in mine:
+        if k not in todo and not tf.io.gfile.exists(latents.shard_path(output_dir, k) + latents.SIDECAR):
+            add_sidecar(latents.shard_path(output_dir, k))
     count = sum(min(shard_size, total - k * shard_size) for k in todo)
     logging.info("%d of %d shards to write (%d images), %d done", len(todo), len(mine), count, len(mine) - len(todo))
     if not todo:
@@ -128,7 +132,7 @@ def extract(source, output_dir, encoder, *, split="train", resolution=256, crop=
     dataset = source.ordered_images(split, keep=lambda i: wanted[i // shard_size], limit=total)
     batches = crop_images(dataset, crop, resolution).batch(encoder.batch_size).prefetch(2)
     progress = Progress("extracting latents", count)
-    writer, shard, written = None, None, 0
+    writer, shard, records, written, unstarted = None, None, 0, 0, set(todo)
     for batch in batches.as_numpy_iterator():
         n = len(batch["index"])
         images = np.zeros((encoder.batch_size, *batch["image"].shape[1:]), np.uint8)  # static shape: pad
@@ -137,21 +141,43 @@ def extract(source, output_dir, encoder, *, split="train", resolution=256, crop=
         out["label"] = batch["label"]
         for j in range(n):
             if batch["index"][j] // shard_size != shard:
-                finish(writer, output_dir, shard)
-                shard = int(batch["index"][j] // shard_size)
-                writer = tf.io.TFRecordWriter(latents.shard_path(output_dir, shard) + latents.INCOMPLETE)
+                finish(writer, output_dir, shard, records)
+                shard, records = int(batch["index"][j] // shard_size), 0
+                writer = start(output_dir, shard)
+                unstarted.discard(shard)
             writer.write(latents.serialize(fields, {name: value[j] for name, value in out.items()}))
+            records += 1
         written += n
         progress.update(n)
-    finish(writer, output_dir, shard)
+    finish(writer, output_dir, shard, records)
+    for k in sorted(unstarted):  # every image of the shard was undecodable: an empty shard, so the set is whole
+        finish(start(output_dir, k), output_dir, k, 0)
     progress.done()
     return (f"wrote {written} images in {len(todo)} shards to {output_dir} "
             f"(the set: {total} images in {num_shards} shards)")
 
 
-def finish(writer, output_dir, shard):
-    """Close a shard's writer and give the file its final name (so that only complete shards have one)."""
+def add_sidecar(path):
+    """The sidecar of a complete shard written before sidecars, from one pass over its records; a one-line error
+    naming the shard if a record is damaged."""
+    try:
+        records = sum(1 for _ in tf.data.TFRecordDataset(path))
+    except tf.errors.DataLossError as e:
+        raise ValueError(f"shard {path} is damaged ({e.message.splitlines()[0][:200]}); {latents.REDO}") from None
+    latents.write_json(path + latents.SIDECAR, {"records": records, "bytes": tf.io.gfile.stat(path).length})
+    logging.info("added the sidecar of %s (%d records)", path, records)
+
+
+def start(output_dir, shard):
+    return tf.io.TFRecordWriter(latents.shard_path(output_dir, shard) + latents.INCOMPLETE)
+
+
+def finish(writer, output_dir, shard, records):
+    """Close a shard's writer, write its sidecar, then give the file its final name (so that only complete shards
+    have one, and each has its sidecar)."""
     if writer is not None:
         writer.close()
         path = latents.shard_path(output_dir, shard)
+        size = tf.io.gfile.stat(path + latents.INCOMPLETE).length
+        latents.write_json(path + latents.SIDECAR, {"records": records, "bytes": size})
         tf.io.gfile.rename(path + latents.INCOMPLETE, path, overwrite=True)

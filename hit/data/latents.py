@@ -4,6 +4,7 @@ tools/extract_latents.py writes them; this module owns the format and reads it f
 
     <data_dir>/latents.json           how the set was made: shapes and dtypes of every field, the source, the VAE
     <data_dir>/latents-00000.tfrecord  shard k holds source images [k * shard_size, (k + 1) * shard_size), in order
+    <data_dir>/latents-00000.tfrecord.json  the complete shard's {"records": n, "bytes": b}, checked when reading
     <data_dir>/latents-00001.tfrecord.incomplete   a shard being written (renamed when complete)
 
 Each record: "moments" [h, w, 2c] float32 = [mean; std] on channels (EDM2 / REPA's layout), "label" int64 (-1
@@ -13,11 +14,17 @@ of the image, float16 by default) and the same fields of the horizontally flippe
 
 Reading for training samples a posterior latent per element and step, z = (mean + std * eps) * 0.18215 with eps
 keyed by (seed, start step, element), as GAT does every step (facts 3).
+
+Opening a set checks it cheaply (a stat and a sidecar per shard, no records read): every shard of latents.json's
+num_images is there with the size and record count its sidecar recorded (shards written before sidecars: present,
+their sizes unchecked). A shard damaged otherwise fails while read, with TensorFlow's DataLossError.
 """
 
+from concurrent import futures
 import json
 import os
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -27,9 +34,11 @@ from hit.seeds import stateless_seed
 METADATA = "latents.json"
 SHARD = "latents-{:05d}.tfrecord"
 INCOMPLETE = ".incomplete"
+SIDECAR = ".json"  # <shard>.json: not matched by shard_files' glob
 FORMAT_VERSION = 1
 FEATURE_DTYPES = ("float16", "bfloat16", "float32")
 _HOW_TO = "write one with tools/extract_latents.py"
+REDO = "re-extract it: delete it and run tools/extract_latents.py again"
 
 
 def shard_path(data_dir, index):
@@ -53,13 +62,17 @@ def field_specs(latent_shape, labels=True, dino_shape=None, flipped=False, featu
     return fields
 
 
-def write_metadata(data_dir, metadata):
-    """Write latents.json atomically (a temporary file renamed over it)."""
-    tf.io.gfile.makedirs(data_dir)
-    path = os.path.join(data_dir, METADATA)
+def write_json(path, value):
+    """Write a JSON file atomically (a temporary file renamed over it)."""
     with tf.io.gfile.GFile(path + INCOMPLETE, "w") as f:
-        f.write(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+        f.write(json.dumps(value, indent=1, sort_keys=True) + "\n")
     tf.io.gfile.rename(path + INCOMPLETE, path, overwrite=True)
+
+
+def write_metadata(data_dir, metadata):
+    """Write latents.json atomically."""
+    tf.io.gfile.makedirs(data_dir)
+    write_json(os.path.join(data_dir, METADATA), metadata)
 
 
 def read_metadata(data_dir):
@@ -146,8 +159,7 @@ def train_dataset(data_dir, input_context, seed, start_step=0, shuffle_buffer=20
 
     Shards are split between input pipelines (whole files when there are at least as many files, else
     records); files are visited in a seeded order, read in turn, and shuffled in a buffer of at most 1 GiB."""
-    fields = _fields_for(data_dir, with_labels)
-    files = shard_files(data_dir)
+    fields, files = _open(data_dir, with_labels)
     pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
     by_file = len(files) >= pipelines
     dataset = tf.data.Dataset.from_tensor_slices(files)
@@ -166,8 +178,8 @@ def train_dataset(data_dir, input_context, seed, start_step=0, shuffle_buffer=20
 
 def eval_dataset(data_dir, batch_size, num_examples=None, with_labels=True):
     """The set once, in source order: batches {"latent": posterior mean * 0.18215, "label"?, DINOv2 fields?}."""
-    fields = _fields_for(data_dir, with_labels)
-    dataset = tf.data.TFRecordDataset(shard_files(data_dir))
+    fields, files = _open(data_dir, with_labels)
+    dataset = tf.data.TFRecordDataset(files)
     if num_examples:
         dataset = dataset.take(num_examples)
 
@@ -182,9 +194,59 @@ def eval_dataset(data_dir, batch_size, num_examples=None, with_labels=True):
     return dataset.map(mean_latent, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _fields_for(data_dir, with_labels):
+def _open(data_dir, with_labels):
+    """(fields, shard paths) of a set about to be read, after the checks of _check_shards."""
     metadata = read_metadata(data_dir)
     if with_labels and not metadata.get("labels", False):
         raise ValueError(f"the latent data set in {data_dir} has no labels (its source {metadata.get('source')} "
                          "had none); set DataSource.with_labels = False or extract from a labelled source")
-    return metadata["fields"]
+    files = shard_files(data_dir)
+    _check_shards(data_dir, metadata, [os.path.basename(f) for f in files])
+    return metadata["fields"], files
+
+
+def _check_shards(data_dir, metadata, names):
+    """One-line errors unless the shards are those of latents.json's num_images, each of its sidecar's size and
+    record count. A stat and a small read per shard, in parallel (each is a round trip on remote storage)."""
+    total, size = metadata["num_images"], metadata["shard_size"]
+    expected = [SHARD.format(k) for k in range(-(-total // size))]
+    described = f"{METADATA}: {total} images in {len(expected)} shards"
+    missing, extra = sorted(set(expected) - set(names)), sorted(set(names) - set(expected))
+    if missing:
+        raise ValueError(f"latent data set {data_dir} lacks shard {missing[0]} ({described}, {len(missing)} "
+                         "missing); finish it with tools/extract_latents.py")
+    if extra:
+        raise ValueError(f"latent data set {data_dir} holds {extra[0]}, not one of its shards ({described}); "
+                         "remove it or extract the set again")
+
+    def stat(name):
+        path = os.path.join(data_dir, name)
+        try:
+            with tf.io.gfile.GFile(path + SIDECAR) as f:
+                sidecar = json.loads(f.read())
+        except tf.errors.NotFoundError:
+            sidecar = None
+        return path, sidecar, tf.io.gfile.stat(path).length
+
+    with futures.ThreadPoolExecutor(min(32, len(expected))) as pool:
+        shards = list(pool.map(stat, expected))
+    records = 0
+    for k, (path, sidecar, length) in enumerate(shards):
+        if sidecar is None:
+            continue
+        if length != sidecar["bytes"]:
+            raise ValueError(f"shard {path} is damaged: {length} bytes, its sidecar says {sidecar['bytes']}; {REDO}")
+        # A folder's undecodable images are dropped while extracting: its shards may hold fewer records.
+        images = min(size, total - k * size)
+        if sidecar["records"] > images or (sidecar["records"] < images and metadata.get("source") != "folder"):
+            raise ValueError(f"shard {path} holds {sidecar['records']} records, {images} images by {METADATA}; "
+                             f"{REDO}")
+        records += sidecar["records"]
+    unchecked = sum(sidecar is None for _, sidecar, _ in shards)
+    if unchecked:
+        logging.warning("%d of the %d shards in %s have no sidecar (%s, written before sidecars): their sizes "
+                        "cannot be checked; tools/extract_latents.py with the set's settings adds them",
+                        unchecked, len(shards), data_dir, SHARD.format(0) + SIDECAR)
+    elif records < total:
+        logging.info("%s holds %d of its %d images (the others could not be decoded when extracted)", data_dir,
+                     records, total)

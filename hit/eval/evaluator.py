@@ -35,7 +35,8 @@ from hit.eval.inception import make_feature_extractor, weights_name
 from hit.eval.precision_recall import precision_recall
 from hit.images import image_grid, to_uint8
 from hit.progress import Progress
-from hit.train.checkpoints import checkpoint_step, make_checkpoint
+from hit.train.checkpoints import (DamagedCheckpointError, check_model_variables, checkpoint_step, checkpoints_in,
+                                  make_checkpoint, restore)
 
 LOWER_IS_BETTER = {"fid": True, "kid": True, "inception_score": False, "psnr": False, "ssim": False,
                    "precision": False, "recall": False}
@@ -227,8 +228,9 @@ class Evaluator:
         autoencoder = is_autoencoder(generator)
         if self.best_metric in RECONSTRUCTION_METRICS and not autoencoder:
             raise ValueError(f"best_metric {self.best_metric!r} is for autoencoders; use fid, kid or inception_score")
-        status = make_checkpoint({name: getattr(generator, "model", generator)}).restore(path)  # Decoded: its G
-        status.assert_existing_objects_matched().expect_partial()
+        model = getattr(generator, "model", generator)  # Decoded: its G
+        check_model_variables(path, name, model, "generator this config builds")
+        restore(make_checkpoint({name: model}), path).expect_partial().assert_existing_objects_matched()
         step = checkpoint_step(path)
         metrics, panel = self.evaluate(generator, data, f"eval step {step}")
         with self.writer.as_default(step=step):
@@ -259,7 +261,7 @@ class Evaluator:
             return [json.loads(line) for line in f if line.strip()]
 
     def evaluated_steps(self):
-        """Steps that results.jsonl holds for this protocol."""
+        """Steps that results.jsonl holds for this protocol (checkpoints skipped as damaged included)."""
         return {r["step"] for r in self.results() if r["protocol"] == self.protocol}
 
     def _record(self, step, path, metrics):
@@ -296,13 +298,8 @@ class Evaluator:
 
     def pending_checkpoints(self):
         """Checkpoints in model_dir that results.jsonl does not hold for this protocol, oldest first."""
-        state = tf.train.get_checkpoint_state(self.model_dir)
-        if state is None:
-            return []
         done = self.evaluated_steps()
-        # get_checkpoint_state already joins relative entries to model_dir.
-        return sorted((p for p in state.all_model_checkpoint_paths if checkpoint_step(p) not in done),
-                      key=checkpoint_step)
+        return [p for p in checkpoints_in(self.model_dir) if checkpoint_step(p) not in done]
 
     def run(self, generator, data, train_steps, timeout=None, name="ema_generator", poll_seconds=10):
         """The eval job (--mode=eval): evaluate every checkpoint not evaluated yet, oldest first, and wait for
@@ -326,6 +323,12 @@ class Evaluator:
                 except tf.errors.NotFoundError:  # deleted by the trainer's keep_checkpoints meanwhile
                     logging.warning("%s was deleted before it could be evaluated; skipping it", path)
                     gone.add(path)
+                except DamagedCheckpointError as e:  # recorded, so that no later run of the job stops on it
+                    if not tf.io.gfile.exists(path + ".index"):  # deleted while it was being read
+                        gone.add(path)
+                        continue
+                    logging.warning("Skipping %s: %s", path, e)
+                    self._record(checkpoint_step(path), path, {"skipped": str(e)})
             now = time.time()
             if pending:
                 waited_since = last_said = now

@@ -298,13 +298,16 @@ class DiscriminatorBlock(keras.layers.Layer):
         self.attn = SelfAttention(width, heads, name="attn")
         self.norm2 = rms_norm_layer("norm2", RMS_NORM_EPSILON)
         self.mlp = SwiGLU(width, swiglu_hidden_dim(width, mlp_ratio), name="mlp")
-        init = keras.initializers.Constant(layer_scale_init)
-        self.ls_attn = self.add_weight(name="ls_attn", shape=(width,), initializer=init)
-        self.ls_mlp = self.add_weight(name="ls_mlp", shape=(width,), initializer=init)
+        self.width, self.layer_scale_init = width, layer_scale_init
 
     def build(self, input_shape):
         for layer in (self.norm1, self.attn, self.norm2, self.mlp):
             layer.build(input_shape)
+        # Created here, inside the model's build, so that their paths name the model: made in __init__ they were
+        # "block_<i>/ls_attn" in every D, and a checkpoint keyed by path below the model kept one block's of four.
+        init = keras.initializers.Constant(self.layer_scale_init)
+        self.ls_attn = self.add_weight(name="ls_attn", shape=(self.width,), initializer=init)
+        self.ls_mlp = self.add_weight(name="ls_mlp", shape=(self.width,), initializer=init)
 
     def call(self, x, rope=None):
         x = x + self.attn(self.norm1(x), rope=rope) * self.ls_attn

@@ -9,7 +9,9 @@ call. So per step nothing runs in cross-replica code, which on a TPU is the host
 Each host call runs up to `steps_per_loop` steps inside one tf.function (facts 5.1: 200 by default); chunks
 end on log / checkpoint / sample boundaries so those happen at exact steps. Checkpoints are written atomically
 by tf.train.CheckpointManager (the `checkpoint` index file is replaced only after the new files are complete),
-resume is automatic, a stop request (request_stop(); SIGTERM or SIGINT when train() runs in the main thread)
+resume is automatic (from the newest checkpoint on disk, after the run's config.gin is compared with the current
+bindings: hit.train.run_config; a damaged checkpoint is a one-line error naming the newest intact one:
+hit.train.checkpoints), a stop request (request_stop(); SIGTERM or SIGINT when train() runs in the main thread)
 saves at the end of the current host call before returning, and a non-finite loss stops training before
 anything is saved, so the last good checkpoint stays the latest.
 
@@ -33,8 +35,10 @@ import tensorflow as tf
 
 from hit import stop_signals
 from hit.data import data_stats, make_train_dataset
-from hit.train import summaries
+from hit.errors import one_line
+from hit.train import checkpoints, summaries
 from hit.train.checkpoints import checkpoint_step, make_checkpoint
+from hit.train.run_config import check_resumed_config
 from hit.train.strategy import is_chief
 
 
@@ -44,13 +48,15 @@ class NonFiniteLossError(RuntimeError):
 
 @gin.configurable(module="hit.train")
 class Trainer:
-    def __init__(self, task=gin.REQUIRED, model_dir=gin.REQUIRED, strategy=None, train_steps=gin.REQUIRED,
-                 global_batch_size=gin.REQUIRED, steps_per_loop=200, checkpoint_every=1000,
+    def __init__(self, task=gin.REQUIRED, model_dir=gin.REQUIRED, strategy=None, train_steps: int = gin.REQUIRED,
+                 global_batch_size: int = gin.REQUIRED, steps_per_loop=200, checkpoint_every=1000,
                  keep_checkpoints=10, sample_every=1000, num_samples=16, seed=0, jit_compile=True,
-                 dataset_fn=make_train_dataset, checkpoint_data_iterator=True, eval_every=0, log_every=0):
+                 dataset_fn=make_train_dataset, checkpoint_data_iterator=True, eval_every=0, log_every=0,
+                 check_resumed_config=True):
         """log_every: steps between console/TensorBoard reports (means over the steps since the last one);
         0 reports after every host call. Short host calls with a longer log_every keep stops quick and the
-        log short."""
+        log short. check_resumed_config: refuse to resume a run started with other bindings
+        (hit.train.run_config)."""
         for name, value in [("train_steps", train_steps), ("global_batch_size", global_batch_size),
                             ("steps_per_loop", steps_per_loop), ("checkpoint_every", checkpoint_every)]:
             if value < 1:
@@ -75,6 +81,7 @@ class Trainer:
         self.checkpoint_data_iterator = checkpoint_data_iterator
         self.eval_every = eval_every
         self.log_every = log_every
+        self.check_resumed_config = check_resumed_config
         self._stop_requested = False
         self._data_stats = {}
 
@@ -83,10 +90,14 @@ class Trainer:
     def _set_up(self):
         self.task.build(self.strategy, self.global_batch_size, self.seed, self.jit_compile)
         items = self.task.checkpoint_items()
-        latest = tf.train.latest_checkpoint(self.model_dir)
+        latest = checkpoints.latest_checkpoint(self.model_dir)
         if latest:
-            # expect_partial: the data iterator in the checkpoint is restored by _data_iterator.
-            make_checkpoint(items).restore(latest).assert_existing_objects_matched().expect_partial()
+            for name, item in items.items():  # another model: one line, before TensorFlow logs every variable
+                checkpoints.check_model_variables(latest, name, item, f"{name} this config builds")
+            try:  # expect_partial: the data iterator in the checkpoint is restored by _data_iterator.
+                checkpoints.restore(make_checkpoint(items), latest).expect_partial().assert_existing_objects_matched()
+            except AssertionError as e:  # its message can hold whole weight arrays
+                raise ValueError(f"cannot resume from {latest}: {one_line(e)[:300]}") from None
             logging.info("Resumed from %s", latest)
         self.iterator, iterator_saved = self._data_iterator(latest, int(self.task.global_step.numpy()))
         # A fresh object for saving: one with a pending restore would restore whatever is attached to it.
@@ -123,7 +134,7 @@ class Trainer:
             return by_step(), False
         if latest:
             try:
-                saved.restore(latest).assert_existing_objects_matched().expect_partial()
+                checkpoints.restore(saved, latest).expect_partial().assert_existing_objects_matched()
             except (AssertionError, tf.errors.OpError) as e:  # none saved, or the pipeline has changed
                 logging.warning("Cannot restore the data iterator from %s (%s); data resumes by step",
                                 latest, type(e).__name__)
@@ -165,7 +176,7 @@ class Trainer:
 
     def completed_steps(self):
         """The step of the latest checkpoint in model_dir (0 without one), read without building anything."""
-        latest = tf.train.latest_checkpoint(self.model_dir)
+        latest = checkpoints.latest_checkpoint(self.model_dir)
         return checkpoint_step(latest) if latest else 0
 
     def train(self, evaluate=None, after_host_call=None):
@@ -177,11 +188,16 @@ class Trainer:
         stops the run with request_stop()). A run already at train_steps returns {} at once, saying so."""
         evaluate = evaluate if self.chief else None
         done = self.completed_steps()
+        if done and self.check_resumed_config:  # before anything is restored, or config.gin overwritten
+            check_resumed_config(self.model_dir)
         if done >= self.train_steps:
             logging.info("%s is already trained to %d steps; raise Trainer.train_steps to continue (e.g. "
                          "--gin_param='Trainer.train_steps = %d')", self.model_dir, done, 2 * done)
             return {}
         tf.io.gfile.makedirs(self.model_dir)
+        if self.chief:
+            for name in checkpoints.remove_leftovers(self.model_dir):
+                logging.warning("Removed %s: the files of a checkpoint save that did not finish", name)
         self._set_up()
         step = int(self.task.global_step.numpy())
         logging.info("Training %s from step %d to %d", self.model_dir, step, self.train_steps)
@@ -213,13 +229,14 @@ class Trainer:
                 if (not self.log_every or step % self.log_every == 0 or step == self.train_steps
                         or self._stop_requested):
                     self._report(step, *window.flush())
+                # Samples before the checkpoint: a run killed between the two redoes these steps, grid included.
+                if self.chief and self.sample_every and step % self.sample_every == 0:
+                    self._write_samples(step)
                 if step % self.checkpoint_every == 0 or step == self.train_steps:
                     path = self._save(step)
                     saved_step = step
                     if evaluate and ((self.eval_every and step % self.eval_every == 0) or step == self.train_steps):
                         evaluate(path)
-                if self.chief and self.sample_every and step % self.sample_every == 0:
-                    self._write_samples(step)
                 if after_host_call:
                     after_host_call(step)
             if stopped and saved_step != step:
@@ -251,7 +268,11 @@ class Trainer:
             finally:
                 shutil.rmtree(directory, ignore_errors=True)
             return None
-        path = self.manager.save(checkpoint_number=step)
+        try:
+            path = self.manager.save(checkpoint_number=step)
+        except BaseException:  # a full disk, a kill: the half-written files go, the last complete checkpoint stays
+            checkpoints.remove_leftovers(self.model_dir)
+            raise
         logging.info("Saved %s", path)
         return path
 
