@@ -185,9 +185,9 @@ class DataSource:
         # only paths); their decoder's state (files already logged) belongs to the process.
         options.experimental_symbolic_checkpoint = self.name != "folder"
         # tf.data fuses shuffle + repeat into one op whose symbolic save never returns once a pass over TFRecord
-        # files of unknown length is complete (TF 2.20 / 2.21: the latent sets and FFHQ records hung a run at its
-        # first checkpoint; tests/test_data.py saves every source past a pass). Unfused, a pass ends before the
-        # next begins: the same elements, no mixing across the boundary, the same input rate (measured).
+        # files is complete (TF 2.20: the latent sets and FFHQ records hung a run at its first checkpoint;
+        # tests/test_data.py saves every source past a pass). Unfused, a pass ends before the next begins: the
+        # same elements, no mixing across the boundary, the same input rate (measured).
         options.experimental_optimization.shuffle_and_repeat_fusion = False
         if self.name == "folder":
             options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
