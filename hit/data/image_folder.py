@@ -6,11 +6,10 @@ by the pipeline and logged by name the first time (pipeline.py). Both are counte
 """
 
 import os
-import re
 
 import tensorflow as tf
 
-from hit.errors import one_line
+from hit.errors import tf_reason
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 _JPEG_START, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
@@ -46,11 +45,12 @@ def is_complete_image(path):
 def list_checked_images(root):
     """(paths of the complete images below root, the paths skipped as undecodable or truncated)."""
     paths = list_images(root)
-    good = [p for p in paths if is_complete_image(p)]
+    complete = [is_complete_image(p) for p in paths]
+    good = [p for p, ok in zip(paths, complete) if ok]
     if not good:
         raise ValueError(f"none of the {len(paths)} images below {root} can be decoded (not JPEG/PNG, or "
                          f"truncated); replace them or {_FIX}")
-    return good, [p for p in paths if p not in set(good)]
+    return good, [p for p, ok in zip(paths, complete) if not ok]
 
 
 def decode(image_bytes):
@@ -64,8 +64,8 @@ def decode_error(path, min_side=1):
     it can be used."""
     try:
         image = decode(tf.io.read_file(path))
-    except tf.errors.OpError as error:  # TensorFlow's message without its "{{function_node ...}}" and "[Op:...]"
-        return "cannot be decoded (" + re.sub(r"\{\{.*?\}\}|\[Op:.*", "", one_line(error.message)).strip() + ")"
+    except tf.errors.OpError as error:
+        return f"cannot be decoded ({tf_reason(error)})"
     height, width = image.shape[:2]
     if min(height, width) < min_side:
         return f"too small ({width}x{height} pixels; the crop needs a shorter side of at least {min_side})"

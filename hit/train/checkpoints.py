@@ -20,7 +20,7 @@ import re
 import keras
 import tensorflow as tf
 
-from hit.errors import one_line
+from hit.errors import tf_reason
 
 _INDEX = re.compile(r"^ckpt-(\d+)\.index$")
 _TEMPORARY = re.compile(r"^ckpt-\d+_temp")  # TensorFlow writes a checkpoint's shards here, then renames them
@@ -104,7 +104,7 @@ def damage(prefix):
     try:
         reader = tf.train.load_checkpoint(prefix)
     except (tf.errors.OpError, ValueError) as error:
-        return f"{prefix}.index cannot be read ({_reason(error)})"
+        return f"{prefix}.index cannot be read ({tf_reason(error)})"
     for key, dtype in sorted(reader.get_variable_to_dtype_map().items()):
         if dtype == tf.variant:  # a data iterator's state: the reader cannot return it (restoring reads it)
             continue
@@ -112,13 +112,8 @@ def damage(prefix):
             reader.get_tensor(key)
         except (IndexError, tf.errors.OpError) as error:  # a short file is an IndexError, a bad checksum DataLoss
             where = shards[0] if count == 1 else f"one of {prefix}.data-*-of-{count:05d}"
-            return f"{where} is damaged ({_reason(error)}, reading {key})"
+            return f"{where} is damaged ({tf_reason(error)}, reading {key})"
     return None
-
-
-def _reason(error):
-    """TensorFlow's message without its "{{function_node ...}}" and "[Op:...]" parts."""
-    return re.sub(r"\{\{.*?\}\}|\[Op:.*", "", one_line(error)).strip()
 
 
 def damaged_error(prefix):
