@@ -5,19 +5,27 @@ import os
 
 import gin
 
-from hit.errors import one_line
+from hit.core.errors import one_line
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TYPE_NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
 
 
+def register_configurables():
+    """Import every module that registers a configurable (DataSource, the tasks, Trainer, Evaluator): without
+    this, a key's meaning would depend on what the caller happened to import first (a test file run alone failed
+    on `Evaluator.protocol`). Their names (hit.data.DataSource, hit.tasks.GANTask, ...) are fixed by each
+    @gin.configurable(module=...), whatever file defines them, so config.gin files of older runs still parse."""
+    from hit.data import pipeline  # noqa: F401
+    from hit.eval import evaluator  # noqa: F401
+    from hit.tasks import gan, gat, vqhit  # noqa: F401
+    from hit.train import trainer  # noqa: F401
+
+
 def parse_gin(files, params):
     """Parse gin files then bindings; includes resolve from the repository root. An unknown key, a value of the
     wrong type or a missing file is a one-line ValueError."""
-    # Every configurable registers on import: without these, a key's meaning would depend on what the caller
-    # happened to import first (a test file run alone failed on `Evaluator.protocol`).
-    from hit import data, tasks, train  # noqa: F401
-    from hit.eval import evaluator  # noqa: F401
+    register_configurables()
     gin.add_config_file_search_path(REPO_ROOT)
     try:
         gin.parse_config_files_and_bindings(files, params)

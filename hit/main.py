@@ -27,14 +27,15 @@ from absl import app, flags, logging
 import hit  # noqa: F401  (selects the TensorFlow backend and quiets TensorFlow's C++ log; before TF's import)
 import keras
 import tensorflow as tf
-from hit import data, stop_signals, tasks, train  # noqa: F401  (registers the configurables)
-from hit.data import DataSource
 from hit.configs import parse_gin
-from hit.console import keep_project_lines
-from hit.errors import one_line
+from hit.core import stop_signals
+from hit.core.console import keep_project_lines
+from hit.core.errors import one_line
+from hit.data.pipeline import DataSource
 from hit.eval.evaluator import Evaluator
-from hit.train import NonFiniteLossError, Trainer, make_strategy
-from hit.train.strategy import STRATEGIES
+from hit.tasks.vqhit import VQHiTTask
+from hit.train.strategy import STRATEGIES, make_strategy
+from hit.train.trainer import NonFiniteLossError, Trainer
 
 MODES = ("train", "eval", "train_and_eval")
 # Errors a user can act on (configuration, data, files): printed as one line. Anything else is a bug and keeps
@@ -168,7 +169,7 @@ def main(argv):
             sys.exit(1)
         sys.exit(f"error: {one_line(job.error)}")
     if job.finished:
-        print(next_steps(model_dir, autoencoder=isinstance(job.trainer.task, tasks.VQHiTTask)), flush=True)
+        print(next_steps(model_dir, autoencoder=isinstance(job.trainer.task, VQHiTTask)), flush=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from hit.data import DataSource, latents, tfds_source
+from hit.data import latents, tfds_source
+from hit.data.pipeline import DataSource
 
 BATCH, STEPS = 4, 8  # 32 elements: past a whole pass of every set below (at most 24 elements, one pipeline each)
 

@@ -13,7 +13,7 @@ import numpy as np
 from absl import app
 
 from hit import main
-from hit.train import Trainer
+from hit.train.trainer import Trainer
 
 jobs = []
 

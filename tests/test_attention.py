@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.layers import CrossAttention, MultiAxisAttention, block_images, unblock_images
+from hit.layers.attention import CrossAttention, MultiAxisAttention
+from hit.layers.blocking import block_images, unblock_images
 from hit.layers.attention import DILATED, GLOBAL, REGIONAL
 
 

@@ -1,12 +1,12 @@
-"""hit.attention_scaling at tiny sizes: report structure and the logits-memory formulas (no timing checks)."""
+"""hit.bench.attention_scaling at tiny sizes: report structure and the logits-memory formulas (no timing checks)."""
 
 import math
 
 import pytest
 import tensorflow as tf
 
-from hit.attention_scaling import FORMULATIONS, _forward, logits_bytes, scaling_report
-from hit.flops import count_flops
+from hit.bench.attention_scaling import FORMULATIONS, _forward, logits_bytes, scaling_report
+from hit.bench.flops import count_flops
 
 SETTINGS = dict(channels=16, num_heads=2, block_size=2, batch=2)
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.layers import PixelShuffle, block_images, unblock_images
+from hit.layers.blocking import block_images, unblock_images
+from hit.layers.upsampling import PixelShuffle
 
 
 @pytest.mark.parametrize("height,width,p", [(8, 8, 4), (16, 16, 4), (32, 32, 8), (8, 16, 2), (4, 4, 1)])

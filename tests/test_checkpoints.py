@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 
 from hit.configs import parse_gin
-from hit.tasks import GANTask
-from hit.train import Trainer, checkpoints, run_config
+from hit.tasks.gan import GANTask
+from hit.train import checkpoints, run_config
+from hit.train.trainer import Trainer
 
 
 def saved_run(model_dir, steps=(1, 2, 3)):

@@ -1,4 +1,4 @@
-"""hit.compare and tools/compare_generators.py: equal wall-clock runs measured at time marks (no quality checks:
+"""hit.bench.compare and tools/compare_generators.py: equal wall-clock runs measured at time marks (no quality checks:
 quality belongs to the measured table in the README)."""
 
 import json
@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import hit  # noqa: F401
-from hit import compare
+from hit.bench import compare
 from hit.eval.classifier_distance import DemoClassifier
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 from hit.layers.normalization import GroupedBatchNormalization
-from hit.models import CONVNET_PRESETS, get_generator
+from hit.models.presets import CONVNET_PRESETS, get_generator
 from hit.models.convnet_generator import ConvNetGenerator, SelfAttention2D
-from hit.precision import policy_scope
+from hit.train.precision import policy_scope
 
 
 def n_params(variables):
@@ -163,8 +163,8 @@ def test_baseline_gin_trains_one_step_and_samples_from_its_ema_generator(tmp_pat
     """gin/hit/imagenet_128_convnet_r1.gin on tiny settings: one step of the paper's recipe, a checkpoint, and
     sampling restores the ConvNet EMA generator from the run unchanged."""
     from hit.configs import parse_gin
-    from hit.sampling import load_generator
-    from hit.train import Trainer
+    from hit.inference.runs import load_generator
+    from hit.train.trainer import Trainer
 
     parse_gin(["gin/hit/imagenet_128_convnet_r1.gin"], [
         "GANTask.generator_preset = 'convnet_demo_32'", "GANTask.discriminator_preset = 'stylegan_d_tiny_32'",

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from hit.data import DataSource, data_stats, fashion_mnist
+from hit.data import fashion_mnist
+from hit.data.pipeline import DataSource, data_stats
 from hit.data.preprocessing import preprocess
 
 CONTEXT = tf.distribute.InputContext()

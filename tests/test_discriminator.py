@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.models import DISCRIMINATOR_PRESETS, StyleGANDiscriminator, get_discriminator
+from hit.models.presets import DISCRIMINATOR_PRESETS, get_discriminator
+from hit.models.stylegan_discriminator import StyleGANDiscriminator
 from hit.models.stylegan_discriminator import BlurPool2D, MinibatchStddev, lrelu
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.ema import ExponentialMovingAverage
-from hit.models import get_generator
+from hit.gan.ema import ExponentialMovingAverage
+from hit.models.presets import get_generator
 
 
 def _weights(model):

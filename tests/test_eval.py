@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.data import DataSource
+from hit.data.pipeline import DataSource
 from hit.eval.evaluator import Evaluator
 from hit.eval.inception import KerasInception, SavedModelInception, make_feature_extractor
-from hit.tasks import GANTask
-from hit.train import Trainer
+from hit.tasks.gan import GANTask
+from hit.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

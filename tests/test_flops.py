@@ -1,4 +1,4 @@
-"""hit.flops against hand-computed multiply-add counts (2 FLOPs each)."""
+"""hit.bench.flops against hand-computed multiply-add counts (2 FLOPs each)."""
 
 import keras
 import pytest
@@ -6,7 +6,7 @@ import tensorflow as tf
 from tensorflow.compiler.tf2xla.python import xla
 from tensorflow.compiler.xla import xla_data_pb2
 
-from hit.flops import count_flops
+from hit.bench.flops import count_flops
 
 
 def test_dense_layer():

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit import augment
-from hit.seeds import stateless_normal, stateless_seed
-from hit.tasks import GANTask
-from hit.train import Trainer
+from hit.gan import augment
+from hit.core.seeds import stateless_normal, stateless_seed
+from hit.tasks.gan import GANTask
+from hit.train.trainer import Trainer
 
 BATCH, SIZE, SEED, LR, DECAY, WEIGHT = 4, 32, 0, 1e-4, 0.99, 10.0
 REALS = tf.random.stateless_uniform([BATCH, SIZE, SIZE, 3], [1, 2], -1.0, 1.0)

@@ -12,15 +12,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit import sampling
-from hit.data import DataSource
+from hit.inference import runs, sampling
+from hit.core.seeds import seed_labels, seed_latents, seed_range
+from hit.models.samples import Decoded
+from hit.data.pipeline import DataSource
 from hit.eval.evaluator import Evaluator
 from hit.eval.fid import RunningStatistics, fid_from_statistics
-from hit.export import export_generator
-from hit.images import to_uint8
-from hit.models import get_generator
+from hit.inference.export import export_generator
+from hit.core.images import to_uint8
+from hit.models.presets import get_generator
 from hit.models.sd_vae import SDVAE
-from hit.tasks import GATTask
+from hit.tasks.gat import GATTask
 from hit.train.checkpoints import make_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,14 +49,14 @@ def run(tmp_path_factory):
 
 def test_the_run_loads_as_a_decoded_conditional_generator(run):
     model_dir, task = run
-    generator = sampling.load_generator(str(model_dir))
-    assert isinstance(generator, sampling.Decoded) and generator.decoder == "identity"
-    assert sampling.run_kind(str(model_dir)) == "gat"
+    generator = runs.load_generator(str(model_dir))
+    assert isinstance(generator, Decoded) and generator.decoder == "identity"
+    assert runs.run_kind(str(model_dir)) == "gat"
     for restored, saved in zip(generator.model.variables, task.ema_generator.variables):
         np.testing.assert_array_equal(restored.numpy(), saved.numpy())
-    z = sampling.latents(generator.latent_dim, 20)
+    z = seed_latents(seed_range(0, 20), generator.latent_dim)
     images = sampling.sample(generator, 20)
-    expected = task.ema_generator(z, sampling.class_labels(10, 20))[..., :3]  # no VAE: the first 3 channels
+    expected = task.ema_generator(z, seed_labels(seed_range(0, 20), 10))[..., :3]  # no VAE: the first 3 channels
     np.testing.assert_allclose(images, tf.clip_by_value(expected, -1, 1), atol=1e-6)
     # psi = 1: w is the class's mean, and G's tokens start from a constant, so a class gives one image.
     same = sampling.sample(generator, 3, label=4, truncation_psi=1.0)
@@ -124,10 +126,10 @@ def test_the_export_takes_labels_and_decodes_through_the_vae(run, tmp_path):
     _, task = run
     keras.utils.set_random_seed(1)
     vae = SDVAE(128, channels=8, channel_multipliers=(1, 1, 1, 1), num_res_blocks=1, groups=4).build_symbolic()
-    generator = sampling.Decoded(task.ema_generator, lambda x: tf.clip_by_value(vae.decode(x), -1, 1), "tiny", vae)
+    generator = Decoded(task.ema_generator, lambda x: tf.clip_by_value(vae.decode(x), -1, 1), "tiny", vae)
     path = export_generator(generator, str(tmp_path), 7)
     loaded = tf.saved_model.load(path)
-    z, labels = sampling.latents(generator.latent_dim, 3), tf.constant([0, 4, 9])
+    z, labels = seed_latents(seed_range(0, 3), generator.latent_dim), tf.constant([0, 4, 9])
     out = loaded.signatures["serving_default"](z=z, label=labels)["images"]
     assert out.shape == (3, 128, 128, 3) and out.dtype == tf.uint8  # 16x16x4 latents -> 128 px images
     np.testing.assert_allclose(out.numpy().astype(int), to_uint8(generator(z, labels)).numpy().astype(int), atol=1)

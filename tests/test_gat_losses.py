@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit import augment, losses, penalties, repa
+from hit.gan import augment, losses, penalties, repa
 from hit.models.dinov2 import bicubic_matrix
-from hit.optimizers import AdamW
+from hit.train.optimizers import AdamW
 
 
 def softplus(x):

@@ -20,7 +20,8 @@ from hit.layers.mlp import SwiGLU, swiglu_hidden_dim
 from hit.layers.normalization import QK_NORM_EPSILON, rms_norm, rms_norm_layer
 from hit.layers.patches import patch_embedding, unpatchify
 from hit.layers.rope import Rotary2D, rope_2d_tables, sincos_2d_table
-from hit.models import GATDiscriminator, GATGenerator, get_discriminator, get_generator
+from hit.models.gat import GATDiscriminator, GATGenerator
+from hit.models.presets import get_discriminator, get_generator
 from hit.models.gat import (file_shape, load_official_weights, official_unused_tensors, official_weight_map,
                             stack_levels)
 

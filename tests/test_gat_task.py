@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 
 from hit.configs import parse_gin
-from hit.models import get_discriminator
-from hit.precision import float32_compute, policy_scope
-from hit.tasks import GATTask
-from hit.train import Trainer
+from hit.models.presets import get_discriminator
+from hit.train.precision import float32_compute, policy_scope
+from hit.tasks.gat import GATTask
+from hit.train.trainer import Trainer
 
 RESOLUTION, CLASSES, GRID, DINO = 16, 10, 8, 16  # the gat_tiny preset: 16x16x4 latents, 8x8 patches, REPA 16 wide
 

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.layers import MLP, SkipToRGB
-from hit.models import GENERATOR_PRESETS, HiTGenerator, get_generator
+from hit.layers.mlp import MLP
+from hit.layers.upsampling import SkipToRGB
+from hit.models.hit_generator import HiTGenerator
+from hit.models.presets import GENERATOR_PRESETS, get_generator
 
 
 def n_params(variables):

@@ -7,10 +7,11 @@ import gin
 import pytest
 
 from hit.configs import REPO_ROOT, parse_gin
-from hit.models import CONVNET_PRESETS, DISCRIMINATOR_PRESETS, GENERATOR_PRESETS, VQHIT_PRESETS
+from hit.models.presets import CONVNET_PRESETS, DISCRIMINATOR_PRESETS, GENERATOR_PRESETS, VQHIT_PRESETS
 from hit.models.presets import GAT_DISCRIMINATOR_PRESETS, GAT_GENERATOR_PRESETS
-from hit.tasks import GATTask, VQHiTTask
-from hit.train import Trainer
+from hit.tasks.gat import GATTask
+from hit.tasks.vqhit import VQHiTTask
+from hit.train.trainer import Trainer
 
 # file: (generator, discriminator, learning rate, bCR weight, global batch, steps, data set, resolution)
 PAPER_RUNS = {

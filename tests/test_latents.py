@@ -23,9 +23,9 @@ from hit.data.pipeline import DataSource
 from hit.data.preprocessing import adm_center_crop
 from hit.models.dinov2 import DINOv2, hf_weight_map
 from hit.models.sd_vae import SCALE_FACTOR, SDVAE, conv_weight, linear_weight, sample_latents, weight_mapping
-from hit.seeds import stateless_seed
+from hit.core.seeds import stateless_seed
 
-from hit.data.latent_extraction import Encoder, extract
+from hit.inference.latent_extraction import Encoder, extract
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

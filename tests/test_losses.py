@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit import losses, penalties
-from hit.models import get_discriminator
+from hit.gan import losses, penalties
+from hit.models.presets import get_discriminator
 
 
 def softplus(x):

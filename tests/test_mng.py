@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit import mng
+from hit.gan import mng
 
 
 def test_schedule_is_the_official_one():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.data import DataSource
+from hit.data.pipeline import DataSource
 from hit.train.strategy import is_chief, make_strategy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""The VGG perceptual distance of VQ-HiT's loss (hit.perceptual), with random VGG weights (nothing is downloaded)."""
+"""The VGG perceptual distance of VQ-HiT's loss (hit.gan.perceptual), with random VGG weights (nothing is downloaded)."""
 
 import h5py
 import keras
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit import perceptual
+from hit.gan import perceptual
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,11 @@ import pytest
 import tensorflow as tf
 from keras.initializers import Constant
 
-from hit import penalties
-from hit.models import get_discriminator, get_generator, get_vqhit
-from hit.precision import DynamicLossScale, policy_scope
-from hit.tasks import GANTask, GATTask
+from hit.gan import penalties
+from hit.models.presets import get_discriminator, get_generator, get_vqhit
+from hit.train.precision import DynamicLossScale, policy_scope
+from hit.tasks.gan import GANTask
+from hit.tasks.gat import GATTask
 from hit.tasks.vqhit import VQHiTTask
 from hit.train.checkpoints import make_checkpoint
 

@@ -1,8 +1,8 @@
-"""hit.progress: count, rate and ETA lines for long host loops, at most one per interval."""
+"""hit.core.progress: count, rate and ETA lines for long host loops, at most one per interval."""
 
 from absl import logging
 
-from hit.progress import Progress
+from hit.core.progress import Progress
 
 
 class FakeClock:

@@ -1,4 +1,4 @@
-"""Sampling a trained run (hit.sampling, tools/sample.py): restoring the generator a run trained, samples,
+"""Sampling a trained run (hit.inference.sampling, tools/sample.py): restoring the generator a run trained, samples,
 latent interpolations, PNG folders, progress per batch, the tool's modes, its default outputs under the run
 directory, and its one-line errors."""
 
@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit import sampling
-from hit.models import get_generator
-from hit.tasks import GANTask
-from hit.train import Trainer
+from hit.core.seeds import seed_latents, seed_range
+from hit.eval.evaluator import Evaluator
+from hit.inference import runs, sampling
+from hit.models.presets import get_generator
+from hit.tasks.gan import GANTask
+from hit.train.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What `python -m hit.main` would parse; the overrides make a generator whose variables differ from the
@@ -60,10 +62,10 @@ def assert_same_variables(model, reference):
 def test_load_generator_restores_the_ema_and_the_raw_generator(run):
     model_dir, task = run
     assert not np.array_equal(task.ema_generator.variables[0].numpy(), task.generator.variables[0].numpy())
-    ema = sampling.load_generator(model_dir)
+    ema = runs.load_generator(model_dir)
     assert ema.get_config()["norm_type"] == "layer"  # the run's overrides, from config.gin
     assert_same_variables(ema, task.ema_generator)
-    raw = sampling.load_generator(checkpoint=os.path.join(model_dir, "ckpt-2"), which="generator")
+    raw = runs.load_generator(checkpoint=os.path.join(model_dir, "ckpt-2"), which="generator")
     assert_same_variables(raw, task.generator)
     assert gin.config_str() == ""  # the run's config is not left bound
 
@@ -87,14 +89,14 @@ def test_load_generator_errors_are_one_line(run, tmp_path):
     cases["ema_generator variables but the run's generator has"] = dict(model_dir=str(mismatched))
     for message, kwargs in cases.items():
         with pytest.raises(ValueError, match=message) as error:
-            sampling.load_generator(**kwargs)
+            runs.load_generator(**kwargs)
         assert "\n" not in str(error.value)
 
 
 def test_samples_are_clipped_g_of_z_deterministic_per_seed_and_batched(monkeypatch):
     generator = get_generator("hit_tiny_32")
     images = sampling.sample(generator, 5, seed=3).numpy()
-    z = tf.random.stateless_normal([5, generator.latent_dim], seed=[3, 0])
+    z = seed_latents(seed_range(3, 5), generator.latent_dim)
     np.testing.assert_array_equal(images, tf.clip_by_value(generator(z, training=False), -1.0, 1.0).numpy())
     assert images.shape == (5, 32, 32, 3) and images.min() >= -1.0 and images.max() <= 1.0
     np.testing.assert_array_equal(images, sampling.sample(generator, 5, seed=3).numpy())
@@ -103,6 +105,17 @@ def test_samples_are_clipped_g_of_z_deterministic_per_seed_and_batched(monkeypat
     batches = list(sampling.sample_batches(generator, 5, seed=3))
     assert [len(b) for b in batches] == [2, 2, 1]
     np.testing.assert_allclose(np.concatenate(batches), images, atol=1e-5)
+
+
+def test_a_seed_gives_the_same_sample_in_every_batch_and_in_training_grids_and_the_evaluator(tmp_path):
+    generator = get_generator("hit_tiny_32")
+    images = sampling.sample(generator, 5, seed=0).numpy()
+    np.testing.assert_allclose(sampling.sample(generator, 2, seed=3).numpy(), images[3:], atol=1e-5)
+    task = GANTask.__new__(GANTask)  # only its sample grid, with this generator as the EMA generator
+    task.ema_generator = generator
+    np.testing.assert_allclose(task.sample_images(5).numpy(), images, atol=1e-5)
+    evaluator = Evaluator(model_dir=str(tmp_path), num_samples=5, batch_size=2)
+    np.testing.assert_allclose(np.concatenate(list(evaluator._fake_batches(generator))), images, atol=1e-5)
 
 
 def test_interpolation_strips_run_between_samples_of_the_seed():
@@ -114,7 +127,7 @@ def test_interpolation_strips_run_between_samples_of_the_seed():
         np.testing.assert_allclose(strips[:, 0], ends[:3], atol=1e-4)
         np.testing.assert_allclose(strips[:, -1], ends[3:], atol=1e-4)
     z = {mode: sampling.interpolation_latents(32, 3, 5, seed=1, mode=mode).numpy() for mode in ("slerp", "lerp")}
-    ends = sampling.latents(32, 6, seed=1).numpy()
+    ends = seed_latents(seed_range(1, 6), 32).numpy()
     for value in z.values():
         np.testing.assert_allclose(value[:, 0], ends[:3], atol=1e-6)
         np.testing.assert_allclose(value[:, -1], ends[3:], atol=1e-6)
@@ -126,7 +139,7 @@ def test_interpolation_strips_run_between_samples_of_the_seed():
 
 
 class Counts:
-    """Stands in for hit.progress.Progress: records each update."""
+    """Stands in for hit.core.progress.Progress: records each update."""
 
     def __init__(self):
         self.counts = []
@@ -163,7 +176,7 @@ def test_tool_grid_folder_and_interpolation_from_a_run(run, tmp_path):
     grid = os.path.join(model_dir, "samples", "grid.png")  # the default output: in the run
     assert result.stdout.strip() == grid
     assert read_png(grid).shape == (2 * 32, 3 * 32, 3)
-    assert "sampling: 6 images in" in result.stderr  # hit.progress's last line
+    assert "sampling: 6 images in" in result.stderr  # hit.core.progress's last line
 
     result = run_tool(f"--checkpoint={model_dir}/ckpt-2", "--which=generator", "--mode=folder", "--num_samples=5",
                       cwd=tmp_path)

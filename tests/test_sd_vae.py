@@ -13,7 +13,7 @@ from safetensors.numpy import load_file, save_file
 
 from hit.models.sd_vae import (SCALE_FACTOR, SDVAE, Upsample, assign_weights, detect_scheme, load_sd_vae,
                                sample_latents, weight_mapping)
-from hit.seeds import stateless_normal
+from hit.core.seeds import stateless_normal
 
 FULL = dict(channels=128, channel_multipliers=(1, 2, 4, 4), num_res_blocks=2, latent_channels=4, groups=32)
 # Two equally wide decoder levels (up.2 and up.1), so applying them in the wrong order changes the numbers, not
@@ -180,7 +180,7 @@ def test_sample_latents_is_stateless_and_scaled():
     eps = (a / SCALE_FACTOR - mean) / 0.5
     assert abs(eps.mean()) < 0.03 and abs(eps.std() - 1) < 0.03
     np.testing.assert_allclose(sample_latents(mean, 0 * std, 5).numpy(), mean * SCALE_FACTOR, rtol=1e-6)
-    # an int seed is the [2] seed (seed, 0), drawn with hit.seeds (the same with and without XLA)
+    # an int seed is the [2] seed (seed, 0), drawn with hit.core.seeds (the same with and without XLA)
     key = tf.constant([5, 0], tf.int64)
     np.testing.assert_array_equal(sample_latents(mean, std, key).numpy(), a)
     expected = (mean + std * stateless_normal([mean.size], key).numpy().reshape(mean.shape)) * SCALE_FACTOR

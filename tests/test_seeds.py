@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.seeds import stateless_normal, stateless_seed, stateless_uniform
+from hit.core.seeds import stateless_normal, stateless_seed, stateless_uniform
 
 
 def test_domains_never_share_a_key_for_the_same_values():

@@ -1,4 +1,4 @@
-"""Ctrl-C / SIGTERM handling (hit.stop_signals), in this process with real signals and a stubbed os._exit."""
+"""Ctrl-C / SIGTERM handling (hit.core.stop_signals), in this process with real signals and a stubbed os._exit."""
 
 import os
 import signal
@@ -6,7 +6,7 @@ import signal
 import pytest
 
 import hit  # noqa: F401
-from hit import stop_signals
+from hit.core import stop_signals
 
 
 class Exited(Exception):

@@ -47,7 +47,7 @@ def test_model_summary_unknown_preset_is_a_one_line_error():
 
 
 def test_to_uint8_clips_instead_of_wrapping():
-    from hit.images import image_grid, to_uint8
+    from hit.core.images import image_grid, to_uint8
 
     values = to_uint8(tf.constant([-3.0, -1.0, 0.0, 1.0, 2.5])).numpy()
     np.testing.assert_array_equal(values, [0, 0, 128, 255, 255])

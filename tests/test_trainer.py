@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.data import DataSource, make_train_dataset
-from hit.tasks import GANTask
-from hit.train import NonFiniteLossError, Trainer
+from hit.data.pipeline import DataSource, make_train_dataset
+from hit.tasks.gan import GANTask
+from hit.train.trainer import NonFiniteLossError, Trainer
 
 TINY = dict(generator_preset="hit_tiny_32", discriminator_preset="stylegan_d_tiny_32", bcr_weight=10.0)
 
@@ -101,7 +101,7 @@ def test_one_step_on_two_replicas_equals_one_replica_with_the_same_global_batch(
 
 def get_initial_generator_weights():
     """The weights the generator starts from under the same seed (to check the step moved them)."""
-    from hit.models import get_generator
+    from hit.models.presets import get_generator
 
     generator = get_generator("hit_tiny_32", norm_type="layer")
     return {f"generator/{i}/{v.path.split('/', 1)[-1]}": v.numpy() for i, v in enumerate(generator.variables)}

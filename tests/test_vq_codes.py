@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit import sampling
-from hit.data import DataSource
+from hit.inference import runs
+from hit.data.pipeline import DataSource
 from hit.data.preprocessing import preprocess
-from hit.images import to_uint8
-from hit.tasks import VQHiTTask
-from hit.train import Trainer
+from hit.core.images import to_uint8
+from hit.tasks.vqhit import VQHiTTask
+from hit.train.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_GIN = """
@@ -44,7 +44,7 @@ def run(tmp_path_factory):
         images[name] = tf.cast(tf.image.resize(base[None], [h, w])[0], tf.uint8).numpy()
         os.makedirs(os.path.dirname(root / "images" / name), exist_ok=True)
         tf.io.write_file(str(root / "images" / name), tf.io.encode_png(images[name]))
-    return model_dir, sampling.load_autoencoder(model_dir), str(root / "images"), images
+    return model_dir, runs.load_autoencoder(model_dir), str(root / "images"), images
 
 
 def run_tool(*args):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.models import get_generator, get_vqhit
+from hit.models.presets import get_generator, get_vqhit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.data import DataSource
+from hit.data.pipeline import DataSource
 from hit.eval.classifier_distance import DemoClassifier
 from hit.eval.evaluator import PSNR_CAP_DB, Evaluator, is_autoencoder
-from hit.tasks import VQHiTTask
-from hit.train import Trainer
+from hit.tasks.vqhit import VQHiTTask
+from hit.train.trainer import Trainer
 
 
 class MeanColourExtractor:

@@ -1,4 +1,4 @@
-"""VQ-HiT SavedModel export (hit.export.export_autoencoder, tools/export.py on a VQHiTTask run): encode, decode and
+"""VQ-HiT SavedModel export (hit.inference.export.export_autoencoder, tools/export.py on a VQHiTTask run): encode, decode and
 reconstruct equal the in-memory autoencoder at any batch size, bad inputs fail inside the graph with the promised
 messages, saved_model_cli (TF Serving's TF1-style loader) lists and runs them; load_autoencoder / run_kind."""
 
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit import sampling
-from hit.export import AutoencoderSignatures, export_autoencoder
-from hit.images import to_uint8
-from hit.tasks import VQHiTTask
-from hit.train import Trainer
+from hit.inference import runs
+from hit.inference.export import AutoencoderSignatures, export_autoencoder
+from hit.core.images import to_uint8
+from hit.tasks.vqhit import VQHiTTask
+from hit.train.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -45,7 +45,7 @@ def exported(tmp_path_factory):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     path = result.stdout.strip().splitlines()[-1]
-    return Exported(tf.saved_model.load(path), sampling.load_autoencoder(run), task, path)
+    return Exported(tf.saved_model.load(path), runs.load_autoencoder(run), task, path)
 
 
 def uint8_images(batch, seed=0):
@@ -54,24 +54,24 @@ def uint8_images(batch, seed=0):
 
 def test_load_autoencoder_restores_the_trained_model_and_run_kind_tells_the_tasks_apart(exported, tmp_path):
     run = os.path.dirname(os.path.dirname(exported.path))
-    assert sampling.run_kind(run) == "vqhit"
+    assert runs.run_kind(run) == "vqhit"
     assert len(exported.model.variables) == len(exported.task.model.variables)
     for v, ref in zip(exported.model.variables, exported.task.model.variables):
         np.testing.assert_array_equal(v.numpy(), ref.numpy(), err_msg=v.path)
     assert gin.config_str() == ""
     with pytest.raises(ValueError, match=r"trained a VQ-HiT autoencoder \(VQHiTTask\), not a GAN") as error:
-        sampling.load_generator(run)
+        runs.load_generator(run)
     assert "\n" not in str(error.value)
     gan = tmp_path / "gan"
     shutil.copytree(run, gan, ignore=shutil.ignore_patterns("export"))
     (gan / "config.gin").write_text("Trainer.task = @GANTask()\nGANTask.generator_preset = 'hit_tiny_32'\n")
-    assert sampling.run_kind(str(gan)) == "gan"
+    assert runs.run_kind(str(gan)) == "gan"
     with pytest.raises(ValueError, match=r"trained a GAN \(GANTask\), not a VQ-HiT autoencoder"):
-        sampling.load_autoencoder(str(gan))
+        runs.load_autoencoder(str(gan))
     (gan / "config.gin").write_text("VQHiTTask.model_preset = 'vqhit_demo_32'\n")  # another model: not restored
     with pytest.raises(ValueError, match=r"cannot restore model from .*: the run's autoencoder has \S+ of shape "
                        r"\[.*\], the checkpoint shape \[") as error:
-        sampling.load_autoencoder(str(gan))
+        runs.load_autoencoder(str(gan))
     assert "\n" not in str(error.value)
 
 

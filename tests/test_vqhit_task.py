@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.data import DataSource
+from hit.data.pipeline import DataSource
 from hit.layers.quantizer import code_counts, code_usage
 from hit.configs import parse_gin
-from hit.tasks import VQHiTTask
-from hit.train import Trainer
+from hit.tasks.vqhit import VQHiTTask
+from hit.train.trainer import Trainer
 
 TINY = dict(model_preset="vqhit_tiny_32", discriminator_preset="stylegan_d_tiny_32", perceptual_weight=0.0)
 

@@ -1,6 +1,6 @@
 """Throughput against the machine's limit: inference and whole train steps, graph mode vs XLA, float32 vs
 bfloat16 (TPU) or float16 (GPU), with FLOPs per image and the fraction of a dense matmul's rate measured in the
-same run (hit.benchmark).
+same run (hit.bench.benchmark).
 One JSON line per configuration on stdout.
 
     python tools/benchmark.py --inference=hit_b_256,hit_imagenet_128 --batch=8
@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 import hit  # noqa: E402,F401  (selects the TensorFlow backend; before TensorFlow, see hit/__init__.py)
-from hit import benchmark  # noqa: E402
-from hit.tasks import GANTask  # noqa: E402
+from hit.bench import benchmark  # noqa: E402
+from hit.tasks.gan import GANTask  # noqa: E402
 from hit.tasks.gat import GATTask  # noqa: E402
 from hit.tasks.vqhit import VQHiTTask  # noqa: E402
 
@@ -55,7 +55,7 @@ def main(argv):
     del argv
     emit = lambda line: print(json.dumps({**line, **benchmark.machine()}), flush=True)  # noqa: E731
     if _SCALING.value:
-        from hit.attention_scaling import scaling_report
+        from hit.bench.attention_scaling import scaling_report
         report = scaling_report([int(g) for g in _GRIDS.value], repeats=_STEPS.value)
         for row in report["rows"]:
             emit({"kind": "attention_scaling", **row})

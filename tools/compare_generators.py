@@ -1,4 +1,4 @@
-"""Train generators for the same wall-clock budget and measure them at the same time marks (hit.compare): the demo's
+"""Train generators for the same wall-clock budget and measure them at the same time marks (hit.bench.compare): the demo's
 version of Table 1's HiT vs ConvNet-R1. Writes compare.md (the table, also printed), compare.jsonl and compare.png
 (a column of samples per run, a row per mark) into --output_dir.
 
@@ -18,9 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 import hit  # noqa: E402,F401  (selects the TensorFlow backend; before TensorFlow, see hit/__init__.py)
-from hit import compare  # noqa: E402
-from hit.console import keep_project_lines  # noqa: E402
-from hit.errors import one_line  # noqa: E402
+from hit.bench import compare  # noqa: E402
+from hit.core.console import keep_project_lines  # noqa: E402
+from hit.core.errors import one_line  # noqa: E402
 
 _RUN = flags.DEFINE_multi_string("run", ["hit=gin/demo/fashion_mnist_32.gin",
                                          "convnet=gin/demo/fashion_mnist_32_convnet.gin"],

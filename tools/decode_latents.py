@@ -20,10 +20,10 @@ from absl import app, flags  # noqa: E402
 import hit  # noqa: E402,F401  (before TensorFlow: it sets TensorFlow's environment, see hit/__init__.py)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from hit.console import keep_project_lines  # noqa: E402
+from hit.core.console import keep_project_lines  # noqa: E402
 from hit.data import latents  # noqa: E402
-from hit.errors import one_line  # noqa: E402
-from hit.images import write_png  # noqa: E402
+from hit.core.errors import one_line  # noqa: E402
+from hit.core.images import write_png  # noqa: E402
 from hit.models.sd_vae import load_sd_vae  # noqa: E402
 
 BATCH_SIZE = 16  # latents per decoder call

@@ -3,9 +3,9 @@
     python tools/export.py --model_dir=runs/demo      # -> runs/demo/export/<step>/
     docker run -p 8501:8501 -v "$PWD/runs/demo/export:/models/hit" -e MODEL_NAME=hit tensorflow/serving
 
-The run's config.gin says what it trained (hit.sampling.run_kind). A GAN run exports the EMA generator of the
+The run's config.gin says what it trained (hit.inference.runs.run_kind). A GAN run exports the EMA generator of the
 latest checkpoint by default (--which=generator: the raw weights); a VQ-HiT run exports its autoencoder (the
-checkpoint's "model", signatures encode / decode / reconstruct, hit/export.py), and --which, a GAN flag, is an
+checkpoint's "model", signatures encode / decode / reconstruct, hit/inference/export.py), and --which, a GAN flag, is an
 error there unless left at its default. The version defaults to the checkpoint's step and --export_dir to
 <model_dir>/export (with only --checkpoint, the checkpoint's directory is the model_dir).
 Prints the version directory written.
@@ -20,10 +20,10 @@ from absl import app, flags  # noqa: E402
 
 import hit  # noqa: E402,F401  (before TensorFlow: it sets TensorFlow's environment, see hit/__init__.py)
 import tensorflow as tf  # noqa: E402,F401  (after hit: tests/test_tools.py checks the order)
-from hit.console import keep_project_lines  # noqa: E402
-from hit.errors import one_line  # noqa: E402
-from hit.export import export_autoencoder, export_generator  # noqa: E402
-from hit.sampling import load_autoencoder, load_generator, run_checkpoint, run_kind  # noqa: E402
+from hit.core.console import keep_project_lines  # noqa: E402
+from hit.core.errors import one_line  # noqa: E402
+from hit.inference.export import export_autoencoder, export_generator  # noqa: E402
+from hit.inference.runs import load_autoencoder, load_generator, run_checkpoint, run_kind  # noqa: E402
 from hit.train.checkpoints import checkpoint_step  # noqa: E402
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The training run (holds config.gin and checkpoints).")

@@ -9,7 +9,7 @@ Images come from any data source of hit.data (imagenet2012, celeb_a_hq, ffhq, fo
 the split's own order, are cut to --resolution with ADM's centre crop (--crop=adm, GAT's recipe; --crop=center
 is our pipelines' crop), encoded in batches under a tf.distribute strategy (--strategy=tpu / mirrored), and
 written in shards of --shard_size source positions. Resumable: rerun the same command after an interruption
-(hit/data/latent_extraction.py says how). --num_tasks / --task_index split the shards between processes.
+(hit/inference/latent_extraction.py says how). --num_tasks / --task_index split the shards between processes.
 """
 
 import json
@@ -22,11 +22,11 @@ from absl import app, flags  # noqa: E402
 
 import hit  # noqa: E402,F401  (before TensorFlow: it sets TensorFlow's environment, see hit/__init__.py)
 import tensorflow as tf  # noqa: E402
-from hit.console import keep_project_lines  # noqa: E402
+from hit.core.console import keep_project_lines  # noqa: E402
 from hit.data import latents  # noqa: E402
-from hit.data.latent_extraction import CROPS, Encoder, extract  # noqa: E402
+from hit.inference.latent_extraction import CROPS, Encoder, extract  # noqa: E402
 from hit.data.pipeline import IMAGE_SOURCES, DataSource  # noqa: E402
-from hit.errors import one_line  # noqa: E402
+from hit.core.errors import one_line  # noqa: E402
 from hit.models.dinov2 import load_dinov2  # noqa: E402
 from hit.models.sd_vae import load_sd_vae  # noqa: E402
 from hit.train.strategy import STRATEGIES, make_strategy  # noqa: E402

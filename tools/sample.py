@@ -10,8 +10,8 @@ samples a freshly initialised --preset (a smoke test of the whole model):
     python tools/sample.py --preset=hit_tiny_32                       # -> runs/fresh_hit_tiny_32/samples/grid.png
 --output defaults to <run>/samples/grid.png, <run>/samples/interpolation.png or the folder <run>/samples/folder/
 (by --mode), where <run> is --model_dir, the checkpoint's directory, or runs/fresh_<preset> for fresh weights.
-Samples are G(z, training=False) with z ~ N(0, I) from --seed, clipped to [-1, 1] (hit.sampling); the log
-shows their count, rate and ETA (hit.progress).
+Samples are G(z, training=False) with z ~ N(0, I) from --seed, clipped to [-1, 1] (hit.inference.sampling); the log
+shows their count, rate and ETA (hit.core.progress).
 Interpolations (paper Figure 7) are one row per strip between two samples of the seed, spherical by
 default (--interpolation=lerp: linear).
 A GAT run is class-conditional: --label=K samples class K (default: every class in turn, so a grid with as many
@@ -31,11 +31,12 @@ from absl import app, flags, logging  # noqa: E402
 
 import hit  # noqa: E402,F401  (before TensorFlow: it sets TensorFlow's environment, see hit/__init__.py)
 import tensorflow as tf  # noqa: E402
-from hit import sampling  # noqa: E402
-from hit.console import keep_project_lines  # noqa: E402
-from hit.errors import one_line  # noqa: E402
-from hit.images import write_png  # noqa: E402
-from hit.progress import Progress  # noqa: E402
+from hit.inference import runs, sampling  # noqa: E402
+from hit.models.samples import is_conditional  # noqa: E402
+from hit.core.console import keep_project_lines  # noqa: E402
+from hit.core.errors import one_line  # noqa: E402
+from hit.core.images import write_png  # noqa: E402
+from hit.core.progress import Progress  # noqa: E402
 
 MODES = ("grid", "folder", "interpolation")
 DEFAULT_OUTPUTS = {"grid": "grid.png", "folder": "folder", "interpolation": "interpolation.png"}  # in <run>/samples
@@ -72,7 +73,7 @@ def write(generator, output):
     progress = Progress("sampling", total)
     conditional = dict(label=_LABEL.value, truncation_psi=_PSI.value)
     if _MODE.value == "grid":
-        columns = generator.num_classes if sampling.is_conditional(generator) and _LABEL.value is None else None
+        columns = generator.num_classes if is_conditional(generator) and _LABEL.value is None else None
         write_png(output, sampling.sample(generator, _NUM.value, _SEED.value, progress, **conditional), columns)
         description = f"a grid of {_NUM.value} samples"
     elif _MODE.value == "folder":
@@ -105,10 +106,10 @@ def main(argv):
         sys.exit("error: --preset is for fresh weights only; a run's config.gin names its generator")
     tf.keras.utils.set_random_seed(_SEED.value)
     try:
-        generator = sampling.load_generator(_MODEL_DIR.value, _CHECKPOINT.value, _WHICH.value,
+        generator = runs.load_generator(_MODEL_DIR.value, _CHECKPOINT.value, _WHICH.value,
                                             None if from_run else _PRESET.value, vae_weights=_VAE.value)
         sampling.check_label(generator, _LABEL.value)
-        if _PSI.value and not sampling.is_conditional(generator):
+        if _PSI.value and not is_conditional(generator):
             raise ValueError("--psi is for class-conditional runs (GAT); this generator has no class means")
     except ValueError as e:
         sys.exit(f"error: {e}")

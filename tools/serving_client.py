@@ -81,7 +81,7 @@ def main(argv):
         images = predict(_URL.value, build_request("generate", seeds=_SEEDS.value))
     except ValueError as e:
         sys.exit(f"error: {e}")
-    from hit.images import image_grid  # imported here (hit first, then TensorFlow): the helpers need numpy only
+    from hit.core.images import image_grid  # imported here (hit first, then TensorFlow): the helpers need numpy only
     import tensorflow as tf
 
     if os.path.dirname(_OUTPUT.value):

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 import hit  # noqa: E402,F401  (selects the TensorFlow backend)
-from hit.console import keep_project_lines  # noqa: E402
+from hit.core.console import keep_project_lines  # noqa: E402
 from hit.eval.classifier_distance import train_demo_classifier  # noqa: E402
 
 _OUTPUT = flags.DEFINE_string("output", None, "Weights file to write; must end in .weights.h5.", required=True)

@@ -24,11 +24,11 @@ from absl import app, flags  # noqa: E402
 import hit  # noqa: E402,F401  (before TensorFlow: it sets TensorFlow's environment, see hit/__init__.py)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from hit import sampling  # noqa: E402
-from hit.console import keep_project_lines  # noqa: E402
+from hit.inference import runs, sampling  # noqa: E402
+from hit.core.console import keep_project_lines  # noqa: E402
 from hit.data import image_folder  # noqa: E402
 from hit.data.preprocessing import preprocess  # noqa: E402
-from hit.errors import one_line  # noqa: E402
+from hit.core.errors import one_line  # noqa: E402
 
 BATCH_SIZE = 64  # images or code grids per model call
 
@@ -71,7 +71,7 @@ def image_batches(model):
         batches = (tf.stack([read_image(p, model) for p in paths[i:i + BATCH_SIZE]])
                    for i in range(0, len(paths), BATCH_SIZE))
         return names, batches
-    source = sampling.run_data_source(_MODEL_DIR.value or os.path.dirname(_CHECKPOINT.value),
+    source = runs.run_data_source(_MODEL_DIR.value or os.path.dirname(_CHECKPOINT.value),
                                       resolution=model.resolution, channels=model.image_channels)
     batches = [batch["image"] for batch in source.eval_dataset(BATCH_SIZE, _NUM.value)]
     count = sum(len(b) for b in batches)
@@ -134,7 +134,7 @@ def main(argv):
     if _NUM.value is not None and (_NUM.value < 1 or _CODES.value):
         sys.exit("error: --num_images must be positive, and is for images -> codes only")
     try:
-        model = sampling.load_autoencoder(_MODEL_DIR.value, _CHECKPOINT.value)
+        model = runs.load_autoencoder(_MODEL_DIR.value, _CHECKPOINT.value)
         convert = codes_to_images if _CODES.value else images_to_codes
         print(convert(model, _OUTPUT.value))
     except ValueError as e:

@@ -9,7 +9,7 @@ import os
 
 import tensorflow as tf
 
-from hit.errors import tf_reason
+from hit.core.errors import tf_reason
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 _JPEG_START, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"

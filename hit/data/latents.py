@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from hit.models.sd_vae import SCALE_FACTOR, sample_latents
-from hit.seeds import stateless_seed
+from hit.core.seeds import stateless_seed
 
 METADATA = "latents.json"
 SHARD = "latents-{:05d}.tfrecord"

@@ -22,8 +22,8 @@ import tensorflow as tf
 from hit.data import fashion_mnist, ffhq_tfrecords, image_folder, latents, tfds_source
 from hit.data.preprocessing import preprocess
 from hit.data.random_images import random_images
-from hit.images import to_uint8
-from hit.seeds import stateless_seed
+from hit.core.images import to_uint8
+from hit.core.seeds import stateless_seed
 
 IMAGE_SOURCES = ("random", "fashion_mnist", "folder", "ffhq", "imagenet2012", "celeb_a_hq")
 SOURCES = IMAGE_SOURCES + ("latents",)  # latents: tools/extract_latents.py's TFRecords (hit.data.latents)
@@ -254,3 +254,8 @@ class DataSource:
 def make_train_dataset(input_context, global_batch_size, seed, start_step=0):
     """The trainer's default input function: the gin-configured DataSource's training pipeline."""
     return DataSource().train_dataset(input_context, global_batch_size, seed, start_step)
+
+
+def first_eval_images(num):
+    """The trainer's default real_images_fn: the first `num` images of the gin-configured DataSource's eval split."""
+    return next(iter(DataSource().eval_dataset(num, num)))["image"]

@@ -7,7 +7,7 @@ official evaluation. Results go to TensorBoard under <model_dir>/eval (scalars a
 `best_metric` is copied to <model_dir>/best with best.json. The eval job evaluates every checkpoint that
 results.jsonl does not hold yet for its protocol, oldest first, then waits for new ones.
 
-A class-conditional generator (GAT, through hit.sampling.Decoded) samples every class in turn with
+A class-conditional generator (GAT, through hit.models.samples.Decoded) samples each seed's class with
 `truncation_psi`, decoded to images; FID may be measured against an ADM-suite reference batch (`reference_batch`:
 its mu and sigma, as the GAT paper's FID-50K) and precision / recall (k = 3) join the metrics on request; psi
 and the decoder are written beside every number in results.jsonl.
@@ -28,13 +28,15 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from hit import sampling
+from hit.core.seeds import seed_range
 from hit.eval.fid import (RunningInceptionScore, RunningStatistics, fid_from_statistics, kernel_inception_distance,
                           load_reference_batch)
 from hit.eval.inception import make_feature_extractor, weights_name
 from hit.eval.precision_recall import precision_recall
-from hit.images import image_grid, to_uint8
-from hit.progress import Progress
+from hit.core.files import write_atomically
+from hit.core.images import image_grid, to_uint8
+from hit.core.progress import Progress
+from hit.models.samples import is_conditional, seed_images
 from hit.train.checkpoints import (DamagedCheckpointError, check_model_variables, checkpoint_step, checkpoints_in,
                                   make_checkpoint, restore)
 
@@ -59,15 +61,6 @@ def reconstruction_quality(inputs, reconstructions):
     rounding. PSNR is the same as max_val 2 on [-1, 1]; SSIM is not (its luminance term is not shift-invariant)."""
     a, b = (tf.cast(x, tf.float32) * 0.5 + 0.5 for x in (inputs, reconstructions))
     return tf.minimum(tf.image.psnr(a, b, max_val=1.0), PSNR_CAP_DB), tf.image.ssim(a, b, max_val=1.0)
-
-
-def write_atomically(path, data):
-    """Write to a temporary name, then rename over `path` (local disks and GCS): never a half-written file."""
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    temporary = path + ".tmp"
-    with tf.io.gfile.GFile(temporary, "wb") as f:
-        f.write(data)
-    tf.io.gfile.rename(temporary, path, overwrite=True)
 
 
 @gin.configurable(module="hit.eval")
@@ -177,11 +170,11 @@ class Evaluator:
         return stats, kid, first, pr if self.precision_recall else None
 
     def _fake_batches(self, generator):
-        """Samples in [-1, 1]; a class-conditional generator draws every class in turn (balanced), with psi."""
+        """The samples of seeds seed, seed + 1, ... (hit.models.samples; a class-conditional generator: each
+        seed's class, balanced, with psi), in [-1, 1]."""
         for start in range(0, self.num_samples, self.batch_size):
-            size = min(self.batch_size, self.num_samples - start)
-            z = tf.random.stateless_normal([size, generator.latent_dim], seed=[self.seed, start])
-            yield sampling.images(generator, z, truncation_psi=self.truncation_psi, start=start)
+            seeds = seed_range(self.seed + start, min(self.batch_size, self.num_samples - start))
+            yield seed_images(generator, seeds, truncation_psi=self.truncation_psi)
 
     def _reconstruction_batches(self, autoencoder, data, sums):
         """Clipped reconstructions of the eval split's batches; adds PSNR, SSIM and counts into `sums`, and
@@ -239,7 +232,7 @@ class Evaluator:
             tf.summary.image("eval/input_reconstruction" if autoencoder else "eval/real_fake", panel[None])
         self.writer.flush()
         settings = {}
-        if sampling.is_conditional(generator):  # what the numbers depend on, beside them (GAT facts 2.2, 3)
+        if is_conditional(generator):  # what the numbers depend on, beside them (GAT facts 2.2, 3)
             settings = {"truncation_psi": self.truncation_psi, "decoder": getattr(generator, "decoder", None)}
         logging.info("eval step %d | %s (%s)", step, " ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
                      ", ".join([self.protocol] + [f"{k} {v}" for k, v in settings.items()]))

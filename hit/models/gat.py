@@ -255,7 +255,7 @@ class GATGenerator(BuiltFromConfig, keras.Model):
         batch (the official update, done in each G step; classes absent from the batch keep their value).
 
         Inside strategy.run with several replicas, the per-class sums and counts are summed over replicas first, so
-        every replica writes the same value of the global batch into its own copy (see hit.ema)."""
+        every replica writes the same value of the global batch into its own copy (see hit.gan.ema)."""
         w = tf.cast(tf.stop_gradient(w), tf.float32)
         labels = tf.cast(labels, tf.int32)
         sums = tf.math.unsorted_segment_sum(w, labels, self.num_classes)

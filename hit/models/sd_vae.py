@@ -23,7 +23,7 @@ import tensorflow as tf
 from safetensors.numpy import load_file
 
 from hit.models.vqgan_encoder import AttnBlock, ResnetBlock, VQGANEncoder, conv, group_norm, swish
-from hit.seeds import stateless_normal
+from hit.core.seeds import stateless_normal
 
 SCALE_FACTOR = 0.18215  # SD-1.x / 2.x latent scale: the diffusion model sees z * 0.18215 (bias 0)
 SCHEMES = ("ldm", "diffusers", "diffusers_legacy")  # legacy: diffusers' older query/key/value/proj_attn names
@@ -166,7 +166,7 @@ class SDVAE(keras.Model):
 
 def sample_latents(mean, std, seed):
     """Scaled posterior sample (mean + std * eps) * SCALE_FACTOR, eps ~ N(0, I) drawn statelessly from `seed`:
-    an int, or a [2] int seed such as hit.seeds.stateless_seed(...) gives."""
+    an int, or a [2] int seed such as hit.core.seeds.stateless_seed(...) gives."""
     seed = tf.convert_to_tensor(seed, tf.int64)
     if seed.shape.rank == 0:
         seed = tf.stack([seed, tf.zeros_like(seed)])

@@ -18,27 +18,15 @@ import gin
 import keras
 import tensorflow as tf
 
-from hit import augment, losses, penalties
-from hit.ema import ExponentialMovingAverage
-from hit.seeds import stateless_normal, stateless_seed
-from hit.models import get_discriminator, get_generator
-from hit.precision import check_precision, inner_gradient_scale, loss_scaled, policy_scope
-from hit.tasks.replicas import average_replica_statistics, per_replica_batch
+from hit.gan import augment, losses, penalties
+from hit.gan.ema import ExponentialMovingAverage
+from hit.core.seeds import seed_range
+from hit.models.presets import get_discriminator, get_generator
+from hit.models.samples import seed_images
+from hit.train.precision import check_precision, inner_gradient_scale, loss_scaled, policy_scope
+from hit.tasks.base import TwoOptimizers, average_replica_statistics, per_replica_batch
 
 UPDATE_SCHEMES = ("simultaneous", "alternating")
-
-
-class TwoOptimizers:
-    """What the trainer reads of a task with a generator_optimizer and a discriminator_optimizer."""
-
-    @property
-    def global_step(self):
-        """Steps taken: the generator optimizer's iteration count (as the official code)."""
-        return self.generator_optimizer.iterations
-
-    def learning_rates(self):
-        return {"generator_lr": self.generator_optimizer.learning_rate,
-                "discriminator_lr": self.discriminator_optimizer.learning_rate}
 
 
 @gin.configurable(module="hit.tasks")
@@ -49,7 +37,7 @@ class GANTask(TwoOptimizers):
     replica's batch (the paper gins: 8, the official per-core batch); None: each replica's whole batch.
     precision: "float32" (the official code), "bfloat16" (TPU): Keras' mixed_bfloat16 policy for G, the EMA G and
     D (variables float32; BatchNorm, softmax, D's logits, the losses and R1's sum of squares in float32), or
-    "float16" (GPU): the same with mixed_float16 and dynamic loss scaling (hit.precision.DynamicLossScale; R1's
+    "float16" (GPU): the same with mixed_float16 and dynamic loss scaling (hit.train.precision.DynamicLossScale; R1's
     input gradient is taken of the scaled logits too). What sampling, evaluation and export restore
     (eval_generator) computes in float32 either way.
     """
@@ -130,19 +118,13 @@ class GANTask(TwoOptimizers):
 
     # ---- the step -----------------------------------------------------------------------------------
 
-    def _replica_rows(self, tensor, replica_id):
-        """This replica's rows of a tensor drawn for the global batch."""
-        return tf.slice(tensor, tf.stack([replica_id * self.per_replica_batch] + [0] * (tensor.shape.rank - 1)),
-                        [self.per_replica_batch, *tensor.shape[1:]])
-
     def _latents(self, step, replica_id):
-        z = stateless_normal([self.global_batch_size, self.latent_dim], stateless_seed("step", self.seed, step, 0))
-        return self._replica_rows(z, replica_id)
+        return self.step_normal([self.global_batch_size, self.latent_dim], step, 0, replica_id)
 
     def _augment_fn(self, step, replica_id):
         """T(.) on [reals; fakes] of this replica, with per-sample draws made for the global batch."""
         def draw(stream):
-            params = augment.draw_augment_params(stateless_seed("step", self.seed, step, stream),
+            params = augment.draw_augment_params(self.step_seed(step, stream),
                                                  self.global_batch_size, self.resolution, self.resolution,
                                                  self.augment_policy)
             return augment.slice_params(params, replica_id * self.per_replica_batch, self.per_replica_batch)
@@ -230,7 +212,7 @@ class GANTask(TwoOptimizers):
         """(checkpoint name, a fresh generator to restore it into): what evaluation and sampling use."""
         return "ema_generator", get_generator(self.generator_preset, name="ema_generator", **self.generator_overrides)
 
-    def sample_images(self, num_samples, seed=0):
-        """EMA-generator samples in [-1, 1] for fixed latents (training=False, clipped)."""
-        z = tf.random.stateless_normal([num_samples, self.latent_dim], seed=[seed, 1])
-        return tf.clip_by_value(self.ema_generator(z, training=False), -1.0, 1.0)
+    def sample_images(self, num_samples, real_images=None):
+        """The EMA generator's samples of seeds 0, 1, ... (hit.models.samples), in [-1, 1]."""
+        del real_images
+        return seed_images(self.ema_generator, seed_range(0, num_samples))

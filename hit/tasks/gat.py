@@ -2,15 +2,15 @@
 
 Per step, on the same real batch, z and labels (fakes always take the real batch's labels), facts 5.2:
   D step   G's four levels (no gradient) and the reals are augmented (DiffAugment on latents, reals once, the four
-           fake levels with one set of parameters) and MNG-noised (hit.mng; independent draws for real and fake),
+           fake levels with one set of parameters) and MNG-noised (hit.gan.mng; independent draws for real and fake),
            then
              L_D = RpGAN(D(real~), D(fake~)) + 0.05 aR1 + 0.05 aR2 + 1.0 REPA(real~)
            aR1 / aR2: the clean real / each clean fake level + N(0, 0.01^2), with the same augmentation and noise,
-           finite differences of D in float32 (hit.penalties); REPA only with DINOv2 features in the batch.
+           finite differences of D in float32 (hit.gan.penalties); REPA only with DINOv2 features in the batch.
   G step   with the updated D: fresh augmentation and noise for both sides, D(real~) without gradient,
              L_G = RpGAN_G(D(real~), D(G(z, c)~));  then w_avg (per class, 0.995) and the EMA generator (0.999).
 AdamW(beta 0, 0.99, eps 1e-8, weight decay 0) for both, the gradient of the whole batch clipped to norm 1.0
-(hit.optimizers), constant width-aware learning rates 2e-4 * 768 / width (facts 5.1), G and D each their own.
+(hit.train.optimizers), constant width-aware learning rates 2e-4 * 768 / width (facts 5.1), G and D each their own.
 
 The data are SD-VAE latents (DataSource 'latents': batch["latent"], DINOv2 features for REPA) or, for the
 pixel-space demo, images (batch["image"]: the identity autoencoder). Randomness is stateless, keyed by (seed, step,
@@ -22,15 +22,15 @@ import os
 import gin
 import tensorflow as tf
 
-from hit import augment, losses, mng, penalties, repa
-from hit.ema import ExponentialMovingAverage
-from hit.models import get_discriminator, get_generator
+from hit.gan import augment, losses, mng, penalties, repa
+from hit.gan.ema import ExponentialMovingAverage
+from hit.models.presets import get_discriminator, get_generator
+from hit.models.samples import Decoded, seed_images
 from hit.models.sd_vae import load_sd_vae
-from hit.optimizers import AdamW
-from hit.precision import check_precision, float32_compute, loss_scaled, policy_scope
-from hit.seeds import stateless_normal, stateless_seed
-from hit.tasks.gan import TwoOptimizers
-from hit.tasks.replicas import per_replica_batch
+from hit.train.optimizers import AdamW
+from hit.train.precision import check_precision, float32_compute, loss_scaled, policy_scope
+from hit.core.seeds import seed_range
+from hit.tasks.base import TwoOptimizers, per_replica_batch
 
 GAT_POLICY = "color,translation,cutout,flip"
 # Streams of the step's random draws (stateless_seed("step", seed, step, stream)).
@@ -46,7 +46,7 @@ class GATTask(TwoOptimizers):
     generator_preset / discriminator_preset: hit.models presets (the discriminator's defaults to the generator's,
     as the official `--model GAT-B/2 --modelD GAT-B/2`); learning rates default to base_lr * base_width / width.
     precision: "float32", "bfloat16" (variables float32; the penalties in float32) or "float16" (the same with
-    loss scaling, hit.precision.DynamicLossScale). vae_weights: the SD-VAE that decodes samples (a latent run
+    loss scaling, hit.train.precision.DynamicLossScale). vae_weights: the SD-VAE that decodes samples (a latent run
     without it shows the first latent channels); None for pixel-space data.
     """
 
@@ -138,29 +138,15 @@ class GATTask(TwoOptimizers):
 
     # ---- random draws ---------------------------------------------------------------------------------
 
-    def _rows(self, tensor, replica_id, axis=0):
-        """This replica's rows (along `axis`) of a tensor drawn for the global batch."""
-        begin = [0] * tensor.shape.rank
-        begin[axis] = replica_id * self.per_replica_batch
-        size = list(tensor.shape)
-        size[axis] = self.per_replica_batch
-        return tf.slice(tensor, tf.stack(begin), size)
-
-    def _seed(self, step, stream):
-        return stateless_seed("step", self.seed, step, stream)
-
-    def _normal(self, shape, step, stream, replica_id, axis=0):
-        return self._rows(stateless_normal(shape, self._seed(step, stream)), replica_id, axis)
-
     def _augment_params(self, step, stream, replica_id):
-        params = augment.draw_augment_params(self._seed(step, stream), self.global_batch_size, self.resolution,
+        params = augment.draw_augment_params(self.step_seed(step, stream), self.global_batch_size, self.resolution,
                                              self.resolution, self.augment_policy, self.flip_probability,
                                              self.brightness_probability)
         return augment.slice_params(params, replica_id * self.per_replica_batch, self.per_replica_batch)
 
     def _noise(self, step, stream, replica_id):
         shape = [self.global_batch_size, self.resolution, self.resolution, self.channels]
-        return self._rows(mng.nested_noise(shape, self._seed(step, stream), self.noise_levels), replica_id, axis=1)
+        return self.replica_rows(mng.nested_noise(shape, self.step_seed(step, stream), self.noise_levels), replica_id, axis=1)
 
     # ---- what D sees --------------------------------------------------------------------------------
 
@@ -198,9 +184,9 @@ class GATTask(TwoOptimizers):
         real_noise = self._noise(step, D_REAL_NOISE, replica_id)
         fake_noise = self._noise(step, D_FAKE_NOISE, replica_id)
         sigma = self.penalty_sigma
-        real_perturbed = real + sigma * self._normal([self.global_batch_size, *real.shape[1:]], step, R1_NOISE,
+        real_perturbed = real + sigma * self.step_normal([self.global_batch_size, *real.shape[1:]], step, R1_NOISE,
                                                      replica_id)
-        fake_perturbed = levels + sigma * self._normal([len(self.noise_levels), self.global_batch_size,
+        fake_perturbed = levels + sigma * self.step_normal([len(self.noise_levels), self.global_batch_size,
                                                         *levels.shape[2:]], step, R2_NOISE, replica_id, axis=1)
         use_repa = bool(self.repa_weight)
         if use_repa and "dino_cls" not in batch:
@@ -264,7 +250,7 @@ class GATTask(TwoOptimizers):
                                                             self.channels])
         labels = batch.get("label")
         labels = tf.zeros([self.per_replica_batch], tf.int32) if labels is None else tf.cast(labels, tf.int32)
-        z = self._normal([self.global_batch_size, self.latent_dim], step, Z, replica_id)
+        z = self.step_normal([self.global_batch_size, self.latent_dim], step, Z, replica_id)
         return real, labels, z
 
     def train_step(self, batch, step, replica_id):
@@ -300,15 +286,12 @@ class GATTask(TwoOptimizers):
             latents = latents[..., :3]
         return tf.clip_by_value(latents, -1.0, 1.0)
 
-    def sample_labels(self, num_samples):
-        """Labels 0, 1, ..., num_classes - 1, 0, 1, ...: every class in turn."""
-        return tf.range(num_samples) % self.num_classes
-
-    def sample_images(self, num_samples, seed=0):
-        """EMA-generator samples for fixed z, classes in turn, truncation sample_psi, decoded, in [-1, 1]."""
-        z = tf.random.stateless_normal([num_samples, self.latent_dim], seed=[seed, 1])
-        latents = self.ema_generator(z, self.sample_labels(num_samples), truncation_psi=self.sample_psi)
-        return self.decode(latents)
+    def sample_images(self, num_samples, real_images=None):
+        """The EMA generator's samples of seeds 0, 1, ... (hit.models.samples: each seed's class, so every class
+        in turn), truncation sample_psi, decoded, in [-1, 1]."""
+        del real_images
+        decoded = Decoded(self.ema_generator, self.decode, self.decoder)
+        return seed_images(decoded, seed_range(0, num_samples), truncation_psi=self.sample_psi)
 
     @property
     def decoder(self):
@@ -317,7 +300,5 @@ class GATTask(TwoOptimizers):
 
     def eval_generator(self):
         """(checkpoint name, a fresh generator to restore it into): what evaluation, sampling and export use; a
-        hit.sampling.Decoded around it, so its images come through decode()."""
-        from hit.sampling import Decoded  # hit.sampling imports the tasks
-
+        hit.models.samples.Decoded around it, so its images come through decode()."""
         return "ema_generator", Decoded(self._generator("ema_generator"), self.decode, self.decoder, self.vae)

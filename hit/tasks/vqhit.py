@@ -6,7 +6,7 @@
 x_hat = G(E(x)); lambda1 = 5e-5, lambda2 = 0.1; Adam(0, 0.99), lr 1e-4 for both (A.5). Choices where the
 paper is silent, each said where it is made:
 - ||x - x_hat||^2 is the mean over pixels and channels (a sum would dwarf the other terms by 1e5).
-- F and the perceptual distance: hit.perceptual (VGG16 at LPIPS's five layers, unit-normalised features,
+- F and the perceptual distance: hit.gan.perceptual (VGG16 at LPIPS's five layers, unit-normalised features,
   summed), chosen so that lambda1 = 5e-5 gives a term of the same order as the others.
 - L_VQ = codebook + 0.25 * commitment loss (hit.layers.quantizer; VQGAN's beta), weight 1 as VQGAN's.
 - The non-saturating G term is on every step from step 0 with the fixed weight lambda2 (VQGAN starts its
@@ -21,13 +21,12 @@ import gin
 import keras
 import tensorflow as tf
 
-from hit import losses, penalties
-from hit.data import DataSource
+from hit.gan import losses, penalties
 from hit.layers.quantizer import code_counts, code_usage
-from hit.models import get_discriminator, get_vqhit
-from hit.perceptual import VGGFeatures, perceptual_distance
-from hit.precision import check_precision, inner_gradient_scale, loss_scaled, policy_scope
-from hit.tasks.replicas import average_replica_statistics, per_replica_batch
+from hit.models.presets import get_discriminator, get_vqhit
+from hit.gan.perceptual import VGGFeatures, perceptual_distance
+from hit.train.precision import check_precision, inner_gradient_scale, loss_scaled, policy_scope
+from hit.tasks.base import average_replica_statistics, per_replica_batch
 
 RANDOM_VGG = "random"
 
@@ -159,11 +158,11 @@ class VQHiTTask:
 
     # ---- samples and evaluation ---------------------------------------------------------------------
 
-    def sample_images(self, num_samples):
-        """Input | reconstruction pairs [N, H, 2W, C] in [-1, 1] of the first N eval images of the gin-configured
-        DataSource (the same images at every step)."""
+    def sample_images(self, num_samples, real_images):
+        """Input | reconstruction pairs [N, H, 2W, C] in [-1, 1] of real_images(N), the run's first N eval images
+        (the same images at every step)."""
         if self._sample_inputs is None or len(self._sample_inputs) != num_samples:
-            self._sample_inputs = next(iter(DataSource().eval_dataset(num_samples, num_samples)))["image"]
+            self._sample_inputs = real_images(num_samples)
         reconstructions = tf.clip_by_value(self.model(self._sample_inputs, training=False), -1.0, 1.0)
         return tf.concat([self._sample_inputs, reconstructions], axis=2)
 

@@ -20,7 +20,7 @@ import re
 import keras
 import tensorflow as tf
 
-from hit.errors import tf_reason
+from hit.core.errors import tf_reason
 
 _INDEX = re.compile(r"^ckpt-(\d+)\.index$")
 _TEMPORARY = re.compile(r"^ckpt-\d+_temp")  # TensorFlow writes a checkpoint's shards here, then renames them

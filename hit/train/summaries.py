@@ -5,7 +5,7 @@ import os
 import gin
 import tensorflow as tf
 
-from hit.images import image_grid, to_uint8, write_png
+from hit.core.images import image_grid, to_uint8, write_png
 
 
 def write_scalars(writer, step, scalars):

@@ -1,10 +1,10 @@
 """The training loop, generic over tasks (DESIGN.md: "the trainer never knows what a GAN is").
 
-A task provides: build(strategy, global_batch_size, seed, jit_compile), checkpoint_items(), global_step,
-metric_names, learning_rates(), train_step(batch, step, replica_id), sample_images(num) and sample_name (the
-TensorBoard tag of the samples). train_step runs in every replica (inside strategy.run) and does the whole
-step, EMA included; each replica adds its metrics to its own sums, which are reduced over replicas once per host
-call. So per step nothing runs in cross-replica code, which on a TPU is the host.
+A task is what hit.tasks.base.Task writes down: build, checkpoint_items, global_step, metric_names,
+learning_rates, train_step(batch, step, replica_id), sample_images(num, real_images) and sample_name. train_step
+runs in every replica (inside strategy.run) and does the whole step, EMA included; each replica adds its metrics
+to its own sums, which are reduced over replicas once per host call. So per step nothing runs in cross-replica
+code, which on a TPU is the host.
 
 Each host call runs up to `steps_per_loop` steps inside one tf.function (facts 5.1: 200 by default); chunks
 end on log / checkpoint / sample boundaries so those happen at exact steps. Checkpoints are written atomically
@@ -33,9 +33,9 @@ import gin
 from absl import logging
 import tensorflow as tf
 
-from hit import stop_signals
-from hit.data import data_stats, make_train_dataset
-from hit.errors import one_line
+from hit.core import stop_signals
+from hit.data.pipeline import data_stats, first_eval_images, make_train_dataset
+from hit.core.errors import one_line
 from hit.train import checkpoints, summaries
 from hit.train.checkpoints import checkpoint_step, make_checkpoint
 from hit.train.run_config import check_resumed_config
@@ -52,11 +52,12 @@ class Trainer:
                  global_batch_size: int = gin.REQUIRED, steps_per_loop=200, checkpoint_every=1000,
                  keep_checkpoints=10, sample_every=1000, num_samples=16, seed=0, jit_compile=True,
                  dataset_fn=make_train_dataset, checkpoint_data_iterator=True, eval_every=0, log_every=0,
-                 check_resumed_config=True):
+                 check_resumed_config=True, real_images_fn=first_eval_images):
         """log_every: steps between console/TensorBoard reports (means over the steps since the last one);
         0 reports after every host call. Short host calls with a longer log_every keep stops quick and the
         log short. check_resumed_config: refuse to resume a run started with other bindings
-        (hit.train.run_config)."""
+        (hit.train.run_config). real_images_fn(n): the first n real images, for tasks whose sample grid shows
+        reconstructions (VQ-HiT)."""
         for name, value in [("train_steps", train_steps), ("global_batch_size", global_batch_size),
                             ("steps_per_loop", steps_per_loop), ("checkpoint_every", checkpoint_every)]:
             if value < 1:
@@ -77,7 +78,7 @@ class Trainer:
         self.num_samples = num_samples
         self.seed = seed
         self.jit_compile = jit_compile
-        self.dataset_fn = dataset_fn
+        self.dataset_fn, self.real_images_fn = dataset_fn, real_images_fn
         self.checkpoint_data_iterator = checkpoint_data_iterator
         self.eval_every = eval_every
         self.log_every = log_every
@@ -186,7 +187,7 @@ class Trainer:
 
         evaluate(checkpoint_path), if given, runs after the checkpoints at multiples of eval_every and at the
         end (--mode=train_and_eval; on the chief alone). after_host_call(step), if given, runs after each host
-        call and its checkpoint and samples (hit.compare measures generators at wall-clock marks with it and
+        call and its checkpoint and samples (hit.bench.compare measures generators at wall-clock marks with it and
         stops the run with request_stop()). A run already at train_steps returns {} at once, saying so."""
         evaluate = evaluate if self.chief else None
         done = self.completed_steps()
@@ -305,7 +306,7 @@ class Trainer:
         })
 
     def _write_samples(self, step):
-        images = self.task.sample_images(self.num_samples)
+        images = self.task.sample_images(self.num_samples, self.real_images_fn)
         path = os.path.join(self.model_dir, "samples", f"step_{step:08d}.png")
         summaries.write_image_grid(self.writer, step, f"samples/{self.task.sample_name}", images, path)
 

@@ -34,14 +34,15 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hit import sampling
+from hit.inference import sampling
 from hit.configs import parse_gin
-from hit.data import DataSource
-from hit.eval.evaluator import Evaluator, write_atomically
+from hit.data.pipeline import DataSource
+from hit.core.files import write_atomically
+from hit.eval.evaluator import Evaluator
 from hit.eval.precision_recall import knn_radii
-from hit.images import image_grid, to_uint8
-from hit.tasks import GANTask
-from hit.train import Trainer
+from hit.core.images import image_grid, to_uint8
+from hit.tasks.gan import GANTask
+from hit.train.trainer import Trainer
 from hit.train.checkpoints import latest_checkpoint
 
 GRID_SAMPLES, GAP = 64, 8

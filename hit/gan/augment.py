@@ -18,12 +18,12 @@ tensors (axis 0 is the sample), `apply_augment` applies them, and `slice_params`
 parameters drawn for the global batch.
 
 Every draw is a pure function of a [2] integer seed, bit-identical with and without `jit_compile=True`: Philox
-and floats from 24 random integer bits (hit.seeds explains why).
+and floats from 24 random integer bits (hit.core.seeds explains why).
 """
 
 import tensorflow as tf
 
-from hit.seeds import RNG, stateless_uniform
+from hit.core.seeds import RNG, stateless_uniform
 
 DEFAULT_POLICY = "color,translation,cutout"
 TRANSLATION_RATIO = 0.125

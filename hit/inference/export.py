@@ -5,7 +5,7 @@ tf.saved_model.save of a tf.Module restores Keras 3 variables under names TF1-st
 loader, `saved_model_cli run`) cannot find ("Could not find variable hit_generator/kernel_22"); ExportArchive's
 output loads in both, and with tf.saved_model.load needs no Keras. Signatures (batch size dynamic):
     serving_default  z     float32 [batch, latent_dim] -> images uint8   [batch, H, W, C] (clipped, rounded)
-    generate         seed  int64   [batch]             -> images uint8   (z drawn statelessly from each seed)
+    generate         seed  int64   [batch]             -> images uint8   (the z of each seed, hit.core.seeds)
     generate_float   z     float32 [batch, latent_dim] -> images float32 in [-1, 1]
 A class-conditional generator (GAT) adds `label` int32 [batch] to every signature (`_inputs` is the one place that
 knows it), samples without truncation, and returns images decoded through its VAE (the SD-VAE's decoder is in
@@ -31,17 +31,11 @@ import os
 import keras
 import tensorflow as tf
 
-from hit.images import to_uint8
+from hit.core.images import to_uint8
+from hit.core.seeds import seed_latents
 
 SIGNATURES = ("serving_default", "generate", "generate_float")
 AUTOENCODER_SIGNATURES = ("serving_default", "reconstruct", "encode", "decode")
-
-
-def latent_for_seeds(seeds, latent_dim):
-    """z [batch, latent_dim] with row i ~ N(0, I) drawn statelessly from seed i: the same seed, the same z."""
-    return tf.map_fn(lambda s: tf.random.stateless_normal([latent_dim], seed=tf.stack([s, tf.constant(0, tf.int64)]),
-                                                          alg="philox"),
-                     tf.cast(seeds, tf.int64), fn_output_signature=tf.float32)
 
 
 class GeneratorSignatures:
@@ -96,7 +90,7 @@ class GeneratorSignatures:
 
         def generate(seed, *label):
             seed = self._rank_is(seed, 1, "seed must have shape [batch]")  # else a cryptic error inside map_fn
-            return {"images": to_uint8(self._images(latent_for_seeds(seed, self.latent_dim), *label))}
+            return {"images": to_uint8(self._images(seed_latents(seed, self.latent_dim), *label))}
 
         def generate_float(z, *label):
             return {"images": self._images(z, *label)}
@@ -154,7 +148,7 @@ def _write(models, endpoints, export_dir, version):
 
 def export_generator(generator, export_dir, version, conditional=None):
     """Write the generator's SavedModel to <export_dir>/<version>/ atomically; returns that directory. A GAT
-    generator (hit.sampling.Decoded) is class-conditional and exports its decoding too: the Keras generator and,
+    generator (hit.models.samples.Decoded) is class-conditional and exports its decoding too: the Keras generator and,
     when it has one, the SD-VAE whose decoder turns latents into the images the signatures return."""
     if conditional is None:
         conditional = getattr(generator, "num_classes", None) is not None

@@ -14,7 +14,7 @@ A real latent is copied to all four levels.
 
 import tensorflow as tf
 
-from hit.seeds import stateless_normal
+from hit.core.seeds import stateless_normal
 
 NUM_LEVELS = 4
 MIN_INFORMATION = 0.125

@@ -4,6 +4,10 @@ run replays bit-identically after a resume (DESIGN.md).
 Each key starts from a domain tag, so the input pipeline's draws ("data": (seed, start step, element)) and the
 training step's ("step": (seed, step, stream)) never share a key, even where their values coincide.
 
+"The sample of seed s" is one convention everywhere (training's sample grids, the evaluator, tools/sample.py, the
+exported `seed` signature): its z is seed_latents([s]) and its class, for a class-conditional generator,
+seed_labels([s]); a batch of samples from seed s is seeds s, s + 1, ... (hit.models.samples).
+
 Draws inside XLA-compiled code must equal the same draws outside it (a run with and without jit_compile, the
 whole-step reference test). Two TensorFlow defaults break that: the "auto_select" algorithm (pinned to Philox
 here) and the conversion of random bits to floats, which XLA does differently from the TF kernels (for the same
@@ -40,3 +44,21 @@ def stateless_normal(shape, seed):
     the last bits of log and cos (|values| < 5.9)."""
     u = stateless_uniform([2, *shape], seed) + 2.0**-25  # (0, 1): log(0) cannot happen
     return tf.sqrt(-2.0 * tf.math.log(u[0])) * tf.cos(2.0 * math.pi * u[1])
+
+
+def seed_range(start, num):
+    """[num] int64 seeds start, start + 1, ...: the seeds of `num` samples from seed `start`."""
+    return tf.range(start, start + num, dtype=tf.int64)
+
+
+def seed_latents(seeds, latent_dim):
+    """z [len(seeds), latent_dim]: row i ~ N(0, I) drawn statelessly (Philox) from (seeds[i], 0) alone, so a seed
+    gives the same z whatever batch it is drawn in."""
+    return tf.map_fn(lambda s: tf.random.stateless_normal([latent_dim], seed=tf.stack([s, tf.constant(0, tf.int64)]),
+                                                          alg=RNG),
+                     tf.cast(seeds, tf.int64), fn_output_signature=tf.float32)
+
+
+def seed_labels(seeds, num_classes):
+    """[len(seeds)] int32 class of each seed, seed % num_classes: every class in turn over consecutive seeds."""
+    return tf.cast(tf.math.floormod(tf.cast(seeds, tf.int64), num_classes), tf.int32)

@@ -18,9 +18,9 @@ import tensorflow as tf
 
 from hit.data import latents
 from hit.data.preprocessing import adm_center_crop, preprocess
-from hit.images import to_uint8
+from hit.core.images import to_uint8
 from hit.models.sd_vae import SCALE_FACTOR
-from hit.progress import Progress
+from hit.core.progress import Progress
 
 CROPS = ("adm", "center")
 

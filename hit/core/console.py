@@ -10,7 +10,7 @@ import os
 
 from absl import logging as absl_logging
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # hit/core/ -> the repository
 PROJECT_DIRS = tuple(os.path.join(_ROOT, d) + os.sep for d in ("hit", "tools"))  # not .venv/ beside them
 
 

@@ -3,7 +3,7 @@
 Each measurement is the median of `steps` timed calls after one untimed call (tracing / XLA compilation), at a
 fixed batch, in graph mode or XLA-compiled, in float32, bfloat16 or float16 (Keras' mixed_bfloat16 /
 mixed_float16 policies: float32 variables; a float16 train step scales its losses, as on a GPU). FLOPs per image
-are the matmul / einsum / conv FLOPs of the traced computation (hit.flops), so
+are the matmul / einsum / conv FLOPs of the traced computation (hit.bench.flops), so
     achieved GFLOP/s = FLOPs per call / seconds per call,
     fraction of limit = achieved / the GFLOP/s of a dense square matmul of the same dtype timed in the same run.
 Machines differ from day to day: compare lines measured in one run, never with numbers from another day.
@@ -16,10 +16,10 @@ import time
 
 import tensorflow as tf
 
-from hit.flops import count_flops
-from hit.models import (CONVNET_PRESETS, GAT_GENERATOR_PRESETS, GENERATOR_PRESETS, VQHIT_PRESETS, GATDiscriminator,
-                        GATGenerator, get_discriminator, get_generator, get_vqhit)
-from hit.precision import check_precision, policy_scope
+from hit.bench.flops import count_flops
+from hit.models.gat import GATDiscriminator, GATGenerator
+from hit.models.presets import (CONVNET_PRESETS, GAT_GENERATOR_PRESETS, GENERATOR_PRESETS, VQHIT_PRESETS, get_discriminator, get_generator, get_vqhit)
+from hit.train.precision import check_precision, policy_scope
 
 
 def median_seconds(fn, steps):

@@ -13,14 +13,14 @@ and reports the bytes of the largest float32 logits tensor each materialises, fr
     multi_axis : batch * heads / 2 * T * max(p * p, T / (p * p)) * 4   (regional logits [b, h/2, blocks, p*p, p*p],
                  dilated logits [b, h/2, blocks, p*p, blocks]; the larger of the two)
 
-plus matmul/einsum FLOPs from hit.flops. With a fixed block size the regional work is linear in T (T * p^2)
+plus matmul/einsum FLOPs from hit.bench.flops. With a fixed block size the regional work is linear in T (T * p^2)
 and the dilated work is T * T / p^2: the linear term dominates while there are at most p^2 blocks
 (T <= p^4); beyond that the dilated term grows quadratically, with a p^2-fold smaller constant than full
 attention. The fitted exponents a (time ~ c * T^a, least
 squares on log-log) show where the measured sizes sit; at small T a fixed per-call cost (~0.5 ms on a CPU)
 flattens the time fit, so compare the FLOP exponents and the largest sizes too.
 
-    python -m hit.attention_scaling     (the default sizes, about 10 s on 2 CPU cores)
+    python -m hit.bench.attention_scaling     (the default sizes, about 10 s on 2 CPU cores)
 """
 
 import json
@@ -29,9 +29,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from hit.benchmark import median_seconds
-from hit.flops import count_flops
-from hit.layers import MultiAxisAttention, block_images, unblock_images
+from hit.bench.benchmark import median_seconds
+from hit.bench.flops import count_flops
+from hit.layers.attention import MultiAxisAttention
+from hit.layers.blocking import block_images, unblock_images
 
 FORMULATIONS = ("multi_axis", "full")
 

@@ -1,0 +1,1 @@
+"""Measurements: step benchmarks, FLOP counts, attention scaling and the generator comparison."""

@@ -1,0 +1,1 @@
+"""The GAN objective: losses, gradient penalties, differentiable augmentation, EMA, multi-level noise guidance, REPA, the perceptual loss."""

@@ -1,0 +1,1 @@
+"""Using trained runs: pure sampling, restoring runs from their directories, SavedModel export, latent extraction."""
