@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 from hit.layers.attention import CrossAttention, MultiAxisAttention
-from hit.layers.blocking import block_images, unblock_images
 from hit.layers.attention import DILATED, GLOBAL, REGIONAL
+from hit.layers.blocking import block_images, unblock_images
 
 
 def _weights(layer):

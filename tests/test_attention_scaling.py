@@ -16,6 +16,7 @@ def report():
     return scaling_report(grid_sizes=(4, 8), repeats=1, **SETTINGS)
 
 
+@pytest.mark.slow
 def test_report_structure(report):
     assert set(report) == {"rows", "time_exponents", "flops_exponents"}
     assert [(r["grid"], r["tokens"]) for r in report["rows"]] == [(4, 16), (8, 64)]
@@ -28,6 +29,7 @@ def test_report_structure(report):
         assert all(math.isfinite(a) for a in report[kind].values())
 
 
+@pytest.mark.slow
 def test_logits_bytes_follow_the_formulas(report):
     b, h, p = SETTINGS["batch"], SETTINGS["num_heads"], SETTINGS["block_size"]
     small, large = report["rows"]

@@ -1,4 +1,5 @@
-"""DiffAugment for bCR (hit_official_facts §4): ranges, geometry, numpy equivalence, stateless replay, XLA."""
+"""DiffAugment for bCR (official hit-gan utils/diff_augment.py): ranges, geometry, numpy equivalence, stateless
+replay, XLA."""
 
 import numpy as np
 import pytest
@@ -43,6 +44,7 @@ def test_each_op_and_the_policy_keep_shape_and_dtype(dtype):
         assert y.shape == x.shape and y.dtype == dtype
 
 
+@pytest.mark.slow
 def test_jit_compiled_draws_the_same_parameters_and_images_as_eager():
     x = tf.constant(images())
     seed = tf.constant([3, 7], tf.int64)

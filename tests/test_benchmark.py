@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MACHINE_KEYS = {"date", "tensorflow", "cpus", "device"}
@@ -22,6 +24,7 @@ def lines_of(result):
     return [json.loads(line) for line in result.stdout.strip().splitlines()]
 
 
+@pytest.mark.slow
 def test_inference_and_train_step_lines():
     lines = lines_of(run_benchmark("--inference=hit_tiny_32,vqhit_tiny_32", "--train=gan",
                               "--generator=hit_tiny_32", "--discriminator=stylegan_d_tiny_32", "--batch=2",
@@ -44,6 +47,7 @@ def test_inference_and_train_step_lines():
     assert lines[3]["gflop_per_image"] > 5 * lines[1]["gflop_per_image"]
 
 
+@pytest.mark.slow
 def test_attention_scaling_lines():
     lines = lines_of(run_benchmark("--scaling", "--grids=8,16", "--steps=1"))
     assert [line["kind"] for line in lines] == ["attention_scaling"] * 2 + ["attention_scaling_fit"]

@@ -18,7 +18,7 @@ def test_block_then_unblock_is_identity(height, width, p):
 
 @pytest.mark.parametrize("height,width,p", [(8, 8, 4), (8, 16, 4), (12, 6, 3)])
 def test_block_places_pixels_as_the_convention_says(height, width, p):
-    # facts 2.3: blocked[b, g, q, c] = x[b, gi*p + di, gj*p + dj, c], g = gi*(W/p) + gj, q = di*p + dj.
+    # Alg. 3: blocked[b, g, q, c] = x[b, gi*p + di, gj*p + dj, c], g = gi*(W/p) + gj, q = di*p + dj.
     x = np.random.default_rng(0).normal(size=(2, height, width, 3)).astype(np.float32)
     blocked = block_images(tf.constant(x), p).numpy()
     for gi in range(height // p):

@@ -1,11 +1,15 @@
-"""BUILD stays true: every module and test has a target, every dep exists, and every import is a dep.
+"""BUILD stays true: every module and test has a target, every dep exists, every import is a dep, and every test
+runs through pytest with a Bazel size.
 
-Bazel cannot run offline here, so BUILD is read as Starlark-compatible Python with stub rules.
+Bazel cannot run offline here, so BUILD and the build_defs.bzl it loads run as Starlark-compatible Python with stub
+rules: the macros really run, and glob really expands (relative to the repository root, `**` included).
 """
 
 import ast
+import glob
 import os
 import sys
+import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE_DIRS = ("hit", "tests", "tools")
@@ -16,9 +20,23 @@ DISTRIBUTIONS = {
     "scipy": "scipy", "tensorboard": "tensorboard", "tensorflow": "tensorflow-cpu",
     "tensorflow_datasets": "tensorflow-datasets",
 }
+SIZES = ("small", "medium", "large", "enormous")
+
+
+def bazel_glob(include, exclude=(), allow_empty=False):
+    """Bazel's glob: files only, sorted; a pattern that matches nothing is an error (Bazel 8's default)."""
+    def expand(pattern):
+        return {p for p in glob.glob(pattern, root_dir=ROOT, recursive=True) if os.path.isfile(os.path.join(ROOT, p))}
+
+    found = set()
+    for pattern in include:
+        assert expand(pattern) or allow_empty, f"glob({pattern!r}) matches nothing"
+        found |= expand(pattern)
+    return sorted(found - {p for pattern in exclude for p in expand(pattern)})
 
 
 def read_build():
+    """Target name -> its attributes, as BUILD declares them through the macros of build_defs.bzl."""
     targets = {}
 
     def rule(kind):
@@ -27,13 +45,28 @@ def read_build():
             targets[name] = {"kind": kind, **kwargs}
         return record
 
-    scope = {
-        "load": lambda *args: None, "package": lambda **kwargs: None, "glob": lambda patterns: [],
-        "requirement": lambda name: f"@pypi//{name}",
-        "py_library": rule("py_library"), "py_test": rule("py_test"), "py_binary": rule("py_binary"),
-    }
-    with open(os.path.join(ROOT, "BUILD")) as f:
-        exec(compile(f.read(), "BUILD", "exec"), scope)  # noqa: S102 (our own file)
+    rules = {kind: rule(kind) for kind in ("py_binary", "py_library", "py_test")}
+
+    def run(path):
+        """Executes a Starlark file; its global names, as load() hands them on."""
+        def load(label, *symbols):
+            if label == "@pypi//:requirements.bzl":
+                module = {"requirement": lambda name: f"@pypi//{name}"}
+            elif label == "@rules_python//python:defs.bzl":
+                module = rules
+            else:
+                assert label.startswith("//:"), f"{path}: load({label!r}) is not a file of this package"
+                module = run(label[len("//:"):])
+            for symbol in symbols:
+                scope[symbol] = module[symbol]
+
+        scope = {"load": load, "package": lambda **kwargs: None, "glob": bazel_glob,
+                 "native": types.SimpleNamespace(glob=bazel_glob)}
+        with open(os.path.join(ROOT, path)) as f:
+            exec(compile(f.read(), path, "exec"), scope)  # noqa: S102 (our own files)
+        return scope
+
+    run("BUILD")
     return targets
 
 
@@ -81,6 +114,9 @@ def test_every_python_file_is_in_a_target_and_every_src_exists():
     assert not missing, f"not named by any BUILD target: {missing}"
     absent = sorted(src for src in named if not os.path.exists(os.path.join(ROOT, src)))
     assert not absent, f"BUILD names files that do not exist: {absent}"
+    libraries = [src for t in targets.values() if t["kind"] == "py_library" for src in t["srcs"]]
+    twice = sorted({src for src in libraries if libraries.count(src) > 1})
+    assert not twice, f"in two libraries: {twice}"
 
 
 def test_every_dep_exists():
@@ -92,19 +128,32 @@ def test_every_dep_exists():
                 assert dep[len("@pypi//"):] in requirements, f"{name}: {dep} is not in requirements.txt"
             else:
                 assert dep.startswith(":") and dep[1:] in targets, f"{name}: unknown dep {dep}"
+        for item in target.get("data", []):
+            known = item[1:] in targets if item.startswith(":") else os.path.exists(os.path.join(ROOT, item))
+            assert known, f"{name}: data {item} is neither a target nor a file"
+
+
+def owners(targets):
+    """File -> the target its imports are checked with: its library, else the binary (a tool) or test listing it."""
+    owner = {}
+    for kind in ("py_binary", "py_library"):  # libraries second: hit/main.py is :hit's, though :main lists it too
+        for name, target in targets.items():
+            if target["kind"] == kind:
+                owner.update(dict.fromkeys(target["srcs"], name))
+    return owner
 
 
 def test_every_import_is_a_dep():
+    """Package granularity: importing hit.gan.losses needs :hit_gan, unless the file is in :hit_gan itself."""
     targets = read_build()
-    owner = {}
-    for name, target in targets.items():
-        if target["kind"] == "py_library":
-            for src in target["srcs"]:
-                owner[src] = name
+    owner = owners(targets)
     stdlib = set(sys.stdlib_module_names)
     for name, target in targets.items():
         deps = set(target.get("deps", []))
         for src in target["srcs"]:
+            if owner.get(src, name) != name:  # checked with its library, which this target must then depend on
+                assert f":{owner[src]}" in deps, f"{name}: lists {src} of :{owner[src]}; add that dep"
+                continue
             for module in imports_of(src):
                 top = module.split(".")[0]
                 if top in ("hit", "tests", "tools"):
@@ -125,3 +174,4 @@ def test_tests_run_through_pytest_with_the_conftest():
     for name, target in tests.items():
         assert target["main"] == "tests/pytest_main.py", name
         assert ":tests_conftest" in target["deps"], name
+        assert target["size"] in SIZES, f"{name}: size {target['size']!r} is not one of {SIZES}"

@@ -127,6 +127,7 @@ def copy_run(source, target):
     return target
 
 
+@pytest.mark.slow
 def test_resuming_from_a_damaged_checkpoint_says_how_and_the_older_one_resumes(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     data = run / "ckpt-2.data-00000-of-00001"
@@ -146,6 +147,7 @@ def test_resuming_from_a_damaged_checkpoint_says_how_and_the_older_one_resumes(t
     assert not (run / "ckpt-3_temp").exists()
 
 
+@pytest.mark.slow
 def test_samples_are_written_before_their_checkpoint(tmp_path, monkeypatch):
     # A run killed between the two then redoes those steps, grid included; before, the grid of a checkpointed step
     # was lost for good.
@@ -161,6 +163,7 @@ def test_samples_are_written_before_their_checkpoint(tmp_path, monkeypatch):
     assert seen == [(1, True), (2, True)]
 
 
+@pytest.mark.slow
 def test_another_configuration_is_refused_before_anything_is_restored_or_written(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     config = (run / "config.gin").read_text()
@@ -182,6 +185,7 @@ def test_another_configuration_is_refused_before_anything_is_restored_or_written
     assert checkpoints.latest_checkpoint(str(run)) == str(run / "ckpt-4")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_model_is_one_line_without_a_config_to_compare(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     os.remove(run / "config.gin")

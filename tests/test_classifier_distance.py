@@ -56,6 +56,7 @@ def test_build_is_seeded_and_maps_images_to_logits_and_features():
         build_demo_classifier(channels=2)
 
 
+@pytest.mark.slow
 @debian
 def test_brief_training_reports_accuracy_and_save_load_round_trips(trained, tmp_path):
     classifier, accuracy = trained
@@ -70,6 +71,7 @@ def test_brief_training_reports_accuracy_and_save_load_round_trips(trained, tmp_
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+@pytest.mark.slow
 @debian
 def test_classifier_distance_is_small_between_real_halves_and_large_to_noise(trained):
     classifier, _ = trained
@@ -93,6 +95,7 @@ def test_missing_weights_are_a_one_line_error_saying_how_to_make_them(tmp_path):
         DemoClassifier(channels=1).save(str(tmp_path / "classifier.h5"))
 
 
+@pytest.mark.slow
 @debian
 def test_tool_trains_saves_and_prints_one_json_line(tmp_path):
     output = tmp_path / "classifier.weights.h5"
@@ -105,6 +108,7 @@ def test_tool_trains_saves_and_prints_one_json_line(tmp_path):
     assert DemoClassifier.load(str(output)).channels == 1
 
 
+@pytest.mark.slow
 def test_tool_rejects_an_output_that_keras_cannot_write():
     result = run_tool("--output=classifier.h5")
     assert result.returncode != 0 and result.stdout == ""

@@ -55,6 +55,7 @@ def test_the_panel_puts_runs_in_columns_and_marks_in_rows():
     assert (panel[4:step] == 255).all() and (panel[:, 4:step] == 255).all()
 
 
+@pytest.mark.slow
 def test_the_tool_trains_two_generators_and_writes_its_table_and_panel(tmp_path):
     weights = str(tmp_path / "classifier.weights.h5")
     DemoClassifier().save(weights)  # untrained: enough to run the measures

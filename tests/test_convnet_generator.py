@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from hit.layers.normalization import GroupedBatchNormalization
-from hit.models.presets import CONVNET_PRESETS, get_generator
 from hit.models.convnet_generator import ConvNetGenerator, SelfAttention2D
+from hit.models.presets import CONVNET_PRESETS, get_generator
 from hit.train.precision import policy_scope
 
 
@@ -51,6 +51,7 @@ def test_exact_parameter_counts(preset):
     assert counts == EXPECTED_COUNTS[preset] == formula_counts(**CONVNET_PRESETS[preset])
 
 
+@pytest.mark.slow
 def test_demo_is_about_hit_demo_32s_size_and_built_by_get_generator():
     convnet, hit_demo = get_generator("convnet_demo_32"), get_generator("hit_demo_32")
     assert isinstance(convnet, ConvNetGenerator)
@@ -58,7 +59,8 @@ def test_demo_is_about_hit_demo_32s_size_and_built_by_get_generator():
     assert abs(n_params(convnet.trainable_variables) / HIT_DEMO_32_TRAINABLE - 1) < 0.1
 
 
-@pytest.mark.parametrize("preset,batch", [("convnet_demo_32", 2), ("convnet_128", 1)])
+@pytest.mark.parametrize("preset,batch", [("convnet_demo_32", 2),
+                                          pytest.param("convnet_128", 1, marks=pytest.mark.slow)])
 def test_output_shapes(preset, batch):
     keras.backend.clear_session()
     generator = ConvNetGenerator(**CONVNET_PRESETS[preset])
@@ -119,6 +121,7 @@ def test_bfloat16_policy_gives_float32_images_and_variables():
     assert generator.blocks[0].conv1.compute_dtype == "bfloat16"
 
 
+@pytest.mark.slow
 def test_xla_matches_graph():
     keras.backend.clear_session()
     generator = ConvNetGenerator(**CONVNET_PRESETS["convnet_demo_32"]).build_symbolic()
@@ -159,6 +162,7 @@ def test_config_round_trips():
     assert n_params(clone.trainable_variables) == EXPECTED_COUNTS["convnet_demo_32"][0]
 
 
+@pytest.mark.slow
 def test_baseline_gin_trains_one_step_and_samples_from_its_ema_generator(tmp_path):
     """gin/hit/imagenet_128_convnet_r1.gin on tiny settings: one step of the paper's recipe, a checkpoint, and
     sampling restores the ConvNet EMA generator from the run unchanged."""

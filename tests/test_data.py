@@ -215,6 +215,7 @@ def test_folder_iterator_with_a_corrupt_image_checkpoints_and_distributes(tmp_pa
         assert set(colour_ids(tf.concat(replicas, 0))) <= {0, 1, 2, 3, 4}
 
 
+@pytest.mark.slow
 def test_seeded_pipeline_is_deterministic(tmp_path):
     write_colour_images(tmp_path, 10)
     source = DataSource(name="folder", data_dir=str(tmp_path), resolution=8)
@@ -238,6 +239,7 @@ def test_sharding_gives_each_input_pipeline_a_disjoint_part(tmp_path):
     assert seen[0] == {0, 2, 4, 6} and seen[1] == {1, 3, 5, 7}
 
 
+@pytest.mark.slow
 def test_every_source_saves_its_iterator_past_a_whole_pass_and_resumes_exactly(tmp_path):
     # In a child process with a timeout: before, TF's fused shuffle + repeat never returned from the symbolic save
     # once a pass over TFRecord files was complete (the latent sets and FFHQ records; a training run hung for good

@@ -8,8 +8,10 @@ import pytest
 import safetensors.numpy
 import tensorflow as tf
 
-from hit.models.dinov2 import (DINOv2, IMAGENET_MEAN, IMAGENET_STD, bicubic_matrix, file_shape, hf_weight_map,
-                               load_dinov2, load_weights, preprocess, resample_position_embeddings)
+from hit.models.dinov2 import (DINOv2, IMAGENET_MEAN, IMAGENET_STD, bicubic_matrix, preprocess,
+                               resample_position_embeddings)
+from hit.models.weights.dinov2_hf import hf_weight_map, load_dinov2, load_weights
+from hit.models.weights.state_dict import file_shape
 
 # Same naming as dinov2-base; a 3x3 position table resampled to the 2x2 grid of a 28 px input.
 SMALL = dict(image_size=28, patch_size=14, width=64, depth=2, heads=4, mlp_ratio=4, position_grid=3)
@@ -192,10 +194,10 @@ def test_loader_round_trips_every_weight(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ("missing", "missing 1 tensor(s), first 'encoder.layer.1.mlp.fc2.bias'"),
-    ("extra", "1 unexpected tensor(s), first 'encoder.layer.2.norm1.weight'"),
-    ("shape", "'encoder.layer.0.mlp.fc1.weight' expected shape (256, 64), got (64, 256)"),
-    ("mask", "'embeddings.mask_token' expected shape (1, 64), got (1, 1, 64)"),
+    ("missing", "missing 1 tensor(s): 'encoder.layer.1.mlp.fc2.bias'"),
+    ("extra", "1 unexpected tensor(s): 'encoder.layer.2.norm1.weight'"),
+    ("shape", "'encoder.layer.0.mlp.fc1.weight' expected (256, 64), got (64, 256)"),
+    ("mask", "'embeddings.mask_token' expected (1, 64), got (1, 1, 64)"),
 ])
 def test_loader_errors_name_the_tensor(tmp_path, change, message):
     model = DINOv2(**SMALL)

@@ -17,6 +17,7 @@ def _perturb(model, seed):
         v.assign(v + tf.random.stateless_normal(v.shape, [seed, i]))
 
 
+@pytest.mark.slow
 def test_copy_at_start_step_then_decay_formula_exactly():
     model = get_generator("hit_tiny_32")
     ema_model = get_generator("hit_tiny_32", name="ema_generator")
@@ -40,12 +41,14 @@ def test_copy_at_start_step_then_decay_formula_exactly():
     assert any("moving_variance" in k for k in expected)
 
 
+@pytest.mark.slow
 def test_pairs_by_path_and_rejects_a_different_model():
     model = get_generator("hit_tiny_32")
     with pytest.raises(ValueError, match="EMA model does not match"):
         ExponentialMovingAverage(model, get_generator("hit_tiny_32", name="other", cross_attention=False))
 
 
+@pytest.mark.slow
 def test_update_in_each_replica_xla_compiled_inside_a_tf_range_loop_under_mirrored_strategy(two_replicas):
     """Where GANTask runs it: in the replica step, jit-compiled. Each replica writes its own copy (no merge_call,
     the official code's crash); the copies stay identical."""

@@ -23,6 +23,7 @@ def random_inception():
     return base, keras.Model(base.input, [base.get_layer("avg_pool").output, base.output])
 
 
+@pytest.mark.slow
 def test_keras_inception_protocol_from_a_weights_file(tmp_path, random_inception):
     base, reference = random_inception
     path = str(tmp_path / "inception_v3.weights.h5")
@@ -36,6 +37,7 @@ def test_keras_inception_protocol_from_a_weights_file(tmp_path, random_inception
     np.testing.assert_allclose(logits.numpy(), expected[1].numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_tfgan_style_inception_protocol_from_a_saved_model(tmp_path, random_inception):
     _, reference = random_inception
 
@@ -86,6 +88,7 @@ def tiny_run(model_dir, steps):
     return task
 
 
+@pytest.mark.slow
 def test_evaluator_reports_caches_reference_and_keeps_the_best(tmp_path):
     task = tiny_run(tmp_path, steps=2)
     evaluator = Evaluator(model_dir=str(tmp_path), protocol="demo_classifier", num_samples=40, batch_size=16,
@@ -117,6 +120,7 @@ def test_evaluator_reports_caches_reference_and_keeps_the_best(tmp_path):
     assert {"eval/fid", "eval/inception_score", "eval/kid", "eval/real_fake"} <= tags
 
 
+@pytest.mark.slow
 def test_the_eval_job_skips_deleted_and_damaged_checkpoints_and_still_stops(tmp_path, caplog):
     """A checkpoint the trainer's keep_checkpoints removed (still listed in the `checkpoint` state file) is not
     evaluated; a damaged one (a truncated .data file) is recorded as skipped, not retried by a later run of the

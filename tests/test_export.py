@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from hit.core.images import to_uint8
 from hit.inference import sampling
 from hit.inference.export import export_generator
-from hit.core.images import to_uint8
 from hit.inference.runs import load_generator
 from hit.tasks.gan import GANTask
 from hit.train.trainer import Trainer
@@ -50,12 +50,14 @@ def exported(tmp_path_factory):
     return Exported(tf.saved_model.load(path), generator, path, result.stderr)
 
 
+@pytest.mark.slow
 def test_the_export_defaults_to_the_run_directory_and_the_checkpoint_step(exported):
     run = os.path.dirname(os.path.dirname(exported.path))
     assert exported.path == os.path.join(run, "export", "2")  # <model_dir>/export/<step>
     assert sorted(os.listdir(os.path.join(run, "export"))) == ["2"]  # no temporary directory left
 
 
+@pytest.mark.slow
 def test_a_write_error_is_one_line(exported, tmp_path):
     # Before, a full disk or an unwritable folder printed a traceback.
     run = os.path.dirname(os.path.dirname(exported.path))
@@ -68,12 +70,14 @@ def test_a_write_error_is_one_line(exported, tmp_path):
         f"error: cannot write the export to {tmp_path / 'file' / 'export'}: "), result.stderr
 
 
+@pytest.mark.slow
 def test_the_export_log_has_no_renamed_input_names(exported):
     assert "signature_serialization" not in exported.stderr and "unsupported characters" not in exported.stderr
     assert "unknown_0" not in exported.stderr
     assert max(map(len, exported.stderr.splitlines() or [""])) < 500, exported.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_every_signature_equals_the_in_memory_ema_generator(exported):
     loaded, generator = exported.loaded, exported.generator
     assert set(loaded.signatures) == {"serving_default", "generate", "generate_float"}
@@ -86,6 +90,7 @@ def test_every_signature_equals_the_in_memory_ema_generator(exported):
     assert np.abs(images.numpy().astype(int) - to_uint8(expected).numpy().astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_generate_is_deterministic_per_seed_and_differs_across_seeds(exported):
     loaded, generator = exported.loaded, exported.generator
     images = loaded.signatures["generate"](seed=tf.constant([7, 8, 7], tf.int64))["images"].numpy()
@@ -98,6 +103,7 @@ def test_generate_is_deterministic_per_seed_and_differs_across_seeds(exported):
     assert np.abs(images[0].astype(int) - expected.astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_the_signatures_declare_the_latent_width(exported):
     for name in ("serving_default", "generate_float"):
         spec = exported.loaded.signatures[name].structured_input_signature[1]["z"]
@@ -105,6 +111,7 @@ def test_the_signatures_declare_the_latent_width(exported):
     assert exported.loaded.signatures["generate"].structured_input_signature[1]["seed"].shape.as_list() == [None]
 
 
+@pytest.mark.slow
 def test_wrong_inputs_are_rejected_with_clear_messages(exported):
     loaded = exported.loaded
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"z must have shape \[batch, 32\]"):
@@ -124,6 +131,7 @@ def test_wrong_inputs_are_rejected_with_clear_messages(exported):
         export_generator(load_generator(preset="hit_tiny_32"), os.path.dirname(exported.path), 2)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_and_runs_the_signatures(exported):
     path = exported.path
     cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
@@ -162,6 +170,7 @@ def rest_to_tensors(body, signature):
     return {name: tf.constant([row[name] for row in instances], spec.dtype) for name, spec in specs.items()}
 
 
+@pytest.mark.slow
 def test_the_client_request_builder_against_the_loaded_signatures(exported):
     loaded = exported.loaded
     z = np.random.default_rng(0).normal(size=(2, 32)).astype(np.float32)
@@ -185,6 +194,7 @@ def test_the_client_request_builder_against_the_loaded_signatures(exported):
         build_request("generate")
 
 
+@pytest.mark.slow
 def test_loading_needs_no_keras(exported):
     path = exported.path
     code = ("import sys; sys.modules['keras'] = None  # any attempt to import Keras fails\n"

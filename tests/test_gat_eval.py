@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.inference import runs, sampling
+from hit.core.images import to_uint8
 from hit.core.seeds import seed_labels, seed_latents, seed_range
-from hit.models.samples import Decoded
 from hit.data.pipeline import DataSource
 from hit.eval.evaluator import Evaluator
 from hit.eval.fid import RunningStatistics, fid_from_statistics
+from hit.inference import runs, sampling
 from hit.inference.export import export_generator
-from hit.core.images import to_uint8
 from hit.models.presets import get_generator
+from hit.models.samples import Decoded
 from hit.models.sd_vae import SDVAE
 from hit.tasks.gat import GATTask
 from hit.train.checkpoints import make_checkpoint
@@ -122,6 +122,7 @@ def test_checkpoint_results_name_psi_and_decoder(run, tmp_path):
     assert (row["step"], row["truncation_psi"], row["decoder"]) == (3, 0.3, "identity")
 
 
+@pytest.mark.slow
 def test_the_export_takes_labels_and_decodes_through_the_vae(run, tmp_path):
     _, task = run
     keras.utils.set_random_seed(1)
@@ -149,6 +150,7 @@ def run_tool(*args):
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_sample_tool_grids_classes_in_columns_and_checks_labels(run, tmp_path):
     model_dir, task = run
     result = run_tool("tools/sample.py", f"--model_dir={model_dir}", "--num_samples=20",

@@ -1,5 +1,6 @@
-"""GAT's training terms (GAT facts 5): RpGAN, aR1 / aR2 against autodiff gradient norms of a tiny smooth D, REPA's
-cosine term and target resizing, AdamW clipping after the replica sum, and the latent augmentation's options."""
+"""GAT's training terms (official GAT losses/, train.py): RpGAN, aR1 / aR2 against autodiff gradient norms of a tiny
+smooth D, REPA's cosine term and target resizing, AdamW clipping after the replica sum, and the latent
+augmentation's options."""
 
 import numpy as np
 import pytest

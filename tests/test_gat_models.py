@@ -1,4 +1,4 @@
-"""GAT generator and discriminator (hit.models.gat, GAT facts 2): the layers against NumPy (2-D RoPE as complex
+"""GAT generator and discriminator (hit.models.gat; official GAT models/): the layers against NumPy (2-D RoPE as complex
 rotations, the sin-cos table, RMSNorm, SwiGLU, EqualLinear's lr multiplier, unpatchify), the parameter counts of the
 official models, the gat_demo forward, truncation and w_avg, and the official-weight loader on tiny configs checked
 against a NumPy forward of the official PyTorch models written from their state dicts."""
@@ -20,10 +20,12 @@ from hit.layers.mlp import SwiGLU, swiglu_hidden_dim
 from hit.layers.normalization import QK_NORM_EPSILON, rms_norm, rms_norm_layer
 from hit.layers.patches import patch_embedding, unpatchify
 from hit.layers.rope import Rotary2D, rope_2d_tables, sincos_2d_table
-from hit.models.gat import GATDiscriminator, GATGenerator
+from hit.models.gat import stack_levels
+from hit.models.gat_discriminator import GATDiscriminator
+from hit.models.gat_generator import GATGenerator
 from hit.models.presets import get_discriminator, get_generator
-from hit.models.gat import (file_shape, load_official_weights, official_unused_tensors, official_weight_map,
-                            stack_levels)
+from hit.models.weights.gat_official import load_official_weights, official_unused_tensors, official_weight_map
+from hit.models.weights.state_dict import file_shape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,6 +38,13 @@ TINY_D = dict(resolution=8, patch_size=2, channels=4, width=64, depth=4, heads=2
 
 def one_line(error):
     return "\n" not in str(error.value)
+
+
+def assert_close_at_scale(actual, reference, rtol=1e-3, scale_tol=1e-5):
+    """allclose with an absolute tolerance of scale_tol times the reference's largest magnitude: float32 sums of
+    terms that large are off by a few 1e-6 of it everywhere, also in elements near 0 (the generator's hidden
+    states reach ~1e4: a fixed atol of 1e-3 failed on an AMD EPYC)."""
+    np.testing.assert_allclose(actual, reference, rtol=rtol, atol=scale_tol * np.abs(reference).max())
 
 
 # ---- NumPy references ----------------------------------------------------------------------------------------------
@@ -249,7 +258,7 @@ def test_swiglu_matches_numpy():
     a = x @ layer.w12.kernel.numpy()[:, :6] + layer.w12.bias.numpy()[:6]  # the first half goes through SiLU
     b = x @ layer.w12.kernel.numpy()[:, 6:] + layer.w12.bias.numpy()[6:]
     expected = (silu(a) * b) @ layer.w3.kernel.numpy() + layer.w3.bias.numpy()
-    np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert_close_at_scale(layer(x).numpy(), expected, rtol=1e-5)  # outputs reach ~40
 
 
 def test_equal_linear_multiplier_scales_output_and_gradient():
@@ -291,11 +300,13 @@ def test_unpatchify_layout_and_patch_embedding_inverse():
 
 # ---- presets ---------------------------------------------------------------------------------------------------------
 
-# facts 2.1: the official counts; G's include the zero-multiplied patch-embedding conv (16 C + C) that we leave out
+# The official models' counts (docs/fidelity.md, GAT); G's include the zero-multiplied patch-embedding conv
+# (16 C + C) that we leave out
 OFFICIAL = {"s": (384, 29_263_040, 32_556_160, 6_558_464), "b": (768, 116_558_144, 97_135_360, 7_344_896),
             "l": (1024, 408_486_432, 314_904_544, 7_869_184), "xl": (1152, 601_956_224, 459_252_544, 8_131_328)}
 
 
+@pytest.mark.slow
 def test_parameter_counts_of_every_preset():
     """Every full-size preset, built in one subprocess by tools/model_summary.py's summarize (its weights are never
     drawn: the counts come from the variables' shapes)."""
@@ -327,6 +338,7 @@ def test_parameter_counts_of_every_preset():
     assert not demo["preset_has_repa"] and summaries["gat_b_2"]["preset_has_repa"]
 
 
+@pytest.mark.slow
 def test_model_summary_prints_gat_counts():
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run([sys.executable, "tools/model_summary.py", "--preset=gat_s_2"], cwd=ROOT, env=env,
@@ -477,8 +489,8 @@ def test_generator_loader_round_trip_and_numpy_forward(tmp_path):
     for b in range(2):
         levels, w, hidden = Official(tensors).generator(z[b].astype(np.float64), labels[b], 4, 2, 2, 4)
         np.testing.assert_allclose(out["w"].numpy()[b], w, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(out["hidden"].numpy()[b], hidden, rtol=1e-3, atol=1e-3)
-        np.testing.assert_allclose(np.stack([lv.numpy()[b] for lv in out["levels"]]), levels, rtol=1e-3, atol=1e-3)
+        assert_close_at_scale(out["hidden"].numpy()[b], hidden)
+        assert_close_at_scale(np.stack([lv.numpy()[b] for lv in out["levels"]]), levels)
     # the official truncation, w.lerp(w_avg[c], psi), with the loaded w_avg
     w_plain = g.mapping(z, labels).numpy()
     np.testing.assert_allclose(g.mapping(z, labels, truncation_psi=0.7).numpy(),
@@ -501,10 +513,10 @@ def test_discriminator_loader_round_trip_and_numpy_forward(tmp_path):
     for b in range(2):
         logit, hidden, repa_cls, repa_patches = Official(tensors).discriminator(stacked[b].astype(np.float64),
                                                                                 labels[b], 4, 2, 2)
-        np.testing.assert_allclose(out["hidden"].numpy()[b], hidden, rtol=1e-3, atol=1e-3)
-        np.testing.assert_allclose(out["logits"].numpy()[b], logit, rtol=1e-3, atol=1e-3)
-        np.testing.assert_allclose(out["repa_cls"].numpy()[b], repa_cls, rtol=1e-3, atol=1e-3)
-        np.testing.assert_allclose(out["repa_patches"].numpy()[b], repa_patches, rtol=1e-3, atol=1e-3)
+        assert_close_at_scale(out["hidden"].numpy()[b], hidden)
+        assert_close_at_scale(out["logits"].numpy()[b], logit)
+        assert_close_at_scale(out["repa_cls"].numpy()[b], repa_cls)
+        assert_close_at_scale(out["repa_patches"].numpy()[b], repa_patches)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -1,7 +1,7 @@
-"""The GAT task in the generic trainer (GAT facts 4, 5): the demo config (gin/demo/gat_fashion_mnist_32.gin) with
-finite losses, its D loss as composed, 2 replicas equal to one device, resume equal to an uninterrupted run; on a
-tiny latent preset with REPA: a bfloat16 XLA step; REPA's targets and its missing-feature error, the EMA and w_avg,
-samples, and config errors."""
+"""The GAT task in the generic trainer (official GAT train.py, losses/Rp_PT_loss.py): the demo config
+(gin/demo/gat_fashion_mnist_32.gin) with finite losses, its D loss as composed, 2 replicas equal to one device,
+resume equal to an uninterrupted run; on a tiny latent preset with REPA: a bfloat16 XLA step; REPA's targets and its
+missing-feature error, the EMA and w_avg, samples, and config errors."""
 
 import math
 
@@ -12,9 +12,10 @@ import pytest
 import tensorflow as tf
 
 from hit.configs import parse_gin
+from hit.core.seeds import seed_latents, seed_range
 from hit.models.presets import get_discriminator
-from hit.train.precision import float32_compute, policy_scope
 from hit.tasks.gat import GATTask
+from hit.train.precision import float32_compute, policy_scope
 from hit.train.trainer import Trainer
 
 RESOLUTION, CLASSES, GRID, DINO = 16, 10, 8, 16  # the gat_tiny preset: 16x16x4 latents, 8x8 patches, REPA 16 wide
@@ -74,6 +75,7 @@ def straight(tmp_path_factory):
     return task, metrics, model_dir
 
 
+@pytest.mark.slow
 def test_the_demo_step_composes_the_losses(straight):
     task, m, _ = straight
     assert set(m) == set(GATTask.metric_names) and all(math.isfinite(v) for v in m.values()), m
@@ -84,6 +86,7 @@ def test_the_demo_step_composes_the_losses(straight):
     assert int(task.global_step.numpy()) == 2 and int(task.discriminator_optimizer.iterations.numpy()) == 2
 
 
+@pytest.mark.slow
 def test_two_replicas_equal_one_device(straight, tmp_path, two_replicas):
     one = straight[0]
     keras.utils.set_random_seed(3)
@@ -104,6 +107,7 @@ def test_two_replicas_equal_one_device(straight, tmp_path, two_replicas):
     assert np.count_nonzero(np.abs(single["generator/0/w_avg"]).sum(1)) > 1
 
 
+@pytest.mark.slow
 def test_stop_and_resume_equals_an_uninterrupted_run(straight, tmp_path, stopped_run):
     stopped_run(straight[2], 1, tmp_path / "resumed")  # the uninterrupted run as if preempted after step 1
     keras.utils.set_random_seed(6)  # other fresh weights: the checkpoint must overwrite them all
@@ -114,6 +118,7 @@ def test_stop_and_resume_equals_an_uninterrupted_run(straight, tmp_path, stopped
         np.testing.assert_array_equal(got[key], value, err_msg=key)
 
 
+@pytest.mark.slow
 def test_the_ema_starts_as_a_copy_and_copies_w_avg(straight):
     task = straight[0]
     np.testing.assert_array_equal(task.ema_generator.w_avg.numpy(), task.generator.w_avg.numpy())
@@ -141,6 +146,20 @@ def test_repa_targets_follow_the_flip():
     np.testing.assert_array_equal(target_patches, [patches[0], -patches[1]])
 
 
+def test_one_eager_step_of_the_tiny_task_moves_both_models():
+    """The fast tier's GAT step: GATTask.train_step once, eagerly, with REPA: finite metrics, G and D updated."""
+    task = GATTask(generator_preset="gat_tiny")
+    task.build(tf.distribute.get_strategy(), 2, jit_compile=False)
+    models = (task.generator, task.discriminator)
+    before = [[v.numpy() for v in model.trainable_variables] for model in models]
+    batch = next(iter(latent_batches(tf.distribute.InputContext(), 2, 0, 0)))
+    metrics = task.train_step(batch, tf.constant(0, tf.int64), 0)
+    assert np.isfinite([float(value) for value in metrics.values()]).all(), metrics
+    for model, values in zip(models, before):
+        assert any(not np.array_equal(a, v.numpy()) for a, v in zip(values, model.trainable_variables)), model.name
+
+
+@pytest.mark.slow
 def test_repa_without_features_is_a_one_line_error():
     task = GATTask(generator_preset="gat_tiny")
     task.build(tf.distribute.get_strategy(), 4, jit_compile=False)
@@ -150,14 +169,20 @@ def test_repa_without_features_is_a_one_line_error():
     assert GATTask(generator_preset="gat_tiny", repa_weight=0.0).discriminator_overrides == {"repa": False}
 
 
+@pytest.mark.slow
 def test_samples_are_decoded_and_classes_in_turn(straight):
     task = straight[0]
     images = task.sample_images(12)
     assert images.shape == (12, 32, 32, 1)  # pixel space: the identity decoder
     assert float(tf.reduce_max(tf.abs(images))) <= 1.0
-    np.testing.assert_array_equal(task.sample_labels(12), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
+    # Sample i is G(z of seed i, class of seed i = i % 10), truncated by sample_psi (hit.models.samples).
+    z = seed_latents(seed_range(0, 12), task.latent_dim)
+    labels = tf.constant([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
+    expected = task.ema_generator(z, labels, truncation_psi=task.sample_psi, training=False)
+    np.testing.assert_allclose(images, tf.clip_by_value(expected, -1.0, 1.0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bfloat16_xla_step_with_repa_keeps_float32_variables_and_penalties(tmp_path):
     task, trainer = make_trainer(tmp_path, train_steps=1, steps_per_loop=1, jit_compile=True,
                                  task_kwargs=dict(precision="bfloat16"))
@@ -166,7 +191,7 @@ def test_bfloat16_xla_step_with_repa_keeps_float32_variables_and_penalties(tmp_p
     assert m["repa_loss"] > 0 and m["ar1_penalty"] > 0 and m["ar2_penalty"] > 0
     expected = m["d_loss"] + 0.05 * m["ar1_penalty"] + 0.05 * m["ar2_penalty"] + 1.0 * m["repa_loss"]
     assert m["d_total_loss"] == pytest.approx(expected, rel=1e-5)
-    # Width-aware learning rates (facts 5.1): 2e-4 * 768 / 32 for both tiny models.
+    # Width-aware learning rates (official GAT train.py): 2e-4 * 768 / 32 for both tiny models.
     assert float(task.generator_optimizer.learning_rate) == pytest.approx(2e-4 * 768 / 32)
     assert float(task.discriminator_optimizer.learning_rate) == pytest.approx(2e-4 * 768 / 32)
     assert task.discriminator.compute_dtype == "bfloat16"

@@ -18,7 +18,8 @@ def n_params(variables):
     return sum(int(np.prod(v.shape)) for v in variables)
 
 
-# (trainable, non-trainable BN statistics or None where no source states it). Sources: facts 2.6 and issue 2.
+# (trainable, non-trainable BN statistics or None where no source states it). Sources: hit-gan's models, built
+# and counted (docs/fidelity.md, HiT), and issue 2.
 EXPECTED_COUNTS = {
     "hit_imagenet_128": (32_866_627, 19_200),
     "hit_b_256": (46_217_670, 18_944),  # paper Table 4: 46.22M
@@ -28,6 +29,7 @@ EXPECTED_COUNTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(EXPECTED_COUNTS))
 def test_exact_parameter_counts(preset):
     keras.backend.clear_session()
@@ -42,12 +44,14 @@ def test_every_paper_preset_has_an_expected_count():
     assert set(GENERATOR_PRESETS) - {"hit_tiny_32", "hit_demo_32"} == set(EXPECTED_COUNTS)  # not paper models
 
 
+@pytest.mark.slow
 def test_hit_l_latent_tokens_are_as_wide_as_stage_one():
     generator = get_generator("hit_l_256")
     for stage in generator.stages:
         assert stage.cross_block.attention.key.kernel.shape[0] == 1024
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset,size", [("hit_imagenet_128", 128), ("hit_b_256", 256)])
 def test_full_size_forward_at_batch_one(preset, size):
     keras.backend.clear_session()
@@ -57,13 +61,14 @@ def test_full_size_forward_at_batch_one(preset, size):
     assert np.isfinite(images.numpy()).all()
 
 
+@pytest.mark.slow
 def test_stage_shapes_of_the_256_model():
     shapes = get_generator("hit_b_256").stage_shapes()
     assert [s["features"] for s in shapes] == [
         [1, 16, 16, 512], [1, 32, 32, 256], [1, 64, 64, 128], [1, 128, 128, 64], [1, 256, 256, 64],
         [1, 256, 256, 64],
     ]
-    # Skip-to-RGB in the two high-resolution stages only (facts 2.3 step 8).
+    # Skip-to-RGB in the two high-resolution stages only (hit-gan models/generators.py `HiTGenerator`).
     assert [s["image"] for s in shapes] == [None] * 4 + [[1, 128, 128, 3], [1, 256, 256, 3]]
 
 
@@ -71,6 +76,7 @@ def _moving_means(generator):
     return [v.numpy().copy() for v in generator.non_trainable_variables if "moving_mean" in v.path]
 
 
+@pytest.mark.slow
 def test_small_preset_forward_in_both_modes():
     generator = get_generator("hit_tiny_32")
     z = tf.random.normal([4, 32])
@@ -89,9 +95,10 @@ def test_small_preset_forward_in_both_modes():
     np.testing.assert_array_equal(generator(z, training=False).numpy(), generator(z, training=False).numpy())
 
 
+@pytest.mark.slow
 def test_batch_statistics_make_samples_depend_on_the_batch():
     # BatchNorm in training mode normalises over (batch, tokens): a sample's output depends on its batch
-    # mates; in inference it does not (facts 2.5).
+    # mates; in inference it does not (docs/fidelity.md, HiT: BatchNorm).
     generator = get_generator("hit_tiny_32")
     z = tf.random.normal([4, 32])
     alone = generator(z[:2], training=False).numpy()
@@ -135,6 +142,7 @@ def test_skip_to_rgb_adds_the_nearest_upsampled_previous_image():
     np.testing.assert_allclose(summed - first, upsampled, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_no_output_activation():
     generator = get_generator("hit_tiny_32")
     last = generator.stages[-1].to_rgb.dense
@@ -145,6 +153,7 @@ def test_no_output_activation():
 # ---- ablation switches (Tables 5, 6 and 8) -------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention_type", ["multi_axis", "axial", "blocked_local", "interleaved", "full"])
 def test_attention_types_build_run_and_share_parameter_counts(attention_type):
     # The variants differ in which positions attend, not in weights (Table 5: 67.60M for all of them).
@@ -156,6 +165,7 @@ def test_attention_types_build_run_and_share_parameter_counts(attention_type):
     assert generator(tf.random.normal([2, 32]), training=True).shape == (2, 32, 32, 3)
 
 
+@pytest.mark.slow
 def test_attention_types_compute_different_functions():
     overrides = dict(num_layers=(2, 2, 1))
     z = tf.random.normal([2, 32])
@@ -174,6 +184,7 @@ def test_attention_types_compute_different_functions():
             assert np.abs(outputs[a] - outputs[b]).max() > 1e-4, (a, b)
 
 
+@pytest.mark.slow
 def test_mha_adds_exactly_the_extra_key_and_value_heads():
     config = GENERATOR_PRESETS["hit_tiny_32"]
     mqa = n_params(get_generator("hit_tiny_32").trainable_variables)
@@ -189,6 +200,7 @@ def test_mha_adds_exactly_the_extra_key_and_value_heads():
     assert mha - mqa == extra
 
 
+@pytest.mark.slow
 def test_layer_norm_switch():
     generator = get_generator("hit_tiny_32", norm_type="layer")
     assert not generator.non_trainable_variables
@@ -212,6 +224,7 @@ def test_number_of_attention_stages(stages):
     assert generator(tf.random.normal([2, 32]), training=False).shape == (2, 32, 32, 3)
 
 
+@pytest.mark.slow
 def test_config_round_trip():
     generator = get_generator("hit_tiny_32", multi_query=False)
     clone = HiTGenerator.from_config(generator.get_config()).build_symbolic()

@@ -49,8 +49,9 @@ def test_the_vqhit_run_carries_the_papers_settings():
 
 
 def test_the_gat_runs_carry_the_official_recipe(tmp_path):
-    """GAT facts 2.1, 5: one file per size at patch 2, batch 512, 100k steps (40 epochs), lr 2e-4 * 768 / width,
-    AdamW(0, 0.99, eps 1e-8, no decay), clip 1, RpGAN + 0.05 aR1 + 0.05 aR2 + REPA 1.0, EMA 0.999, bf16."""
+    """Official GAT train.py and scripts/train_256_B2.sh: one file per size at patch 2, batch 512, 100k steps (40
+    epochs), lr 2e-4 * 768 / width, AdamW(0, 0.99, eps 1e-8, no decay), clip 1, RpGAN + 0.05 aR1 + 0.05 aR2 + REPA
+    1.0, EMA 0.999, bf16."""
     widths = {"s": 384, "b": 768, "l": 1024, "xl": 1152}
     assert {os.path.basename(p) for p in ALL_FILES if p.startswith("gin/gat/")} == {
         f"imagenet_256_{s}_2.gin" for s in widths}
@@ -100,7 +101,8 @@ def test_paper_hyperparameters(name):
     assert q("hit.tasks.GANTask.bcr_weight") == bcr
     assert (q("hit.train.Trainer.global_batch_size"), q("hit.train.Trainer.train_steps")) == (batch, steps)
     assert (q("hit.data.DataSource.name"), q("hit.data.DataSource.resolution")) == (data, resolution)
-    # The shared recipe (facts 4): R1 10 every step, Adam(0, 0.99), non-saturating, simultaneous, EMA 0.999 @ 10.
+    # The shared recipe (hit-gan run.py and README): R1 10 every step, Adam(0, 0.99), non-saturating, simultaneous,
+    # EMA 0.999 @ 10.
     assert (q("hit.tasks.GANTask.r1_weight"), q("hit.tasks.GANTask.r1_interval")) == (10.0, 1)
     assert (q("hit.tasks.GANTask.beta1"), q("hit.tasks.GANTask.beta2")) == (0.0, 0.99)
     assert q("hit.tasks.GANTask.loss_type") == "non_saturating" and q("hit.tasks.GANTask.update") == "simultaneous"
@@ -128,3 +130,19 @@ def test_integers_are_numbers_and_none_or_references_are_not_checked():
     parse_gin(["gin/demo/tiny_random.gin"], ["GANTask.r1_weight = 1", "GANTask.bn_group_size = None",
                                              "Evaluator.reference_path = '/x.npz'"])
     assert gin.query_parameter("GANTask.r1_weight") == 1
+
+
+def test_configurables_keep_the_names_that_runs_config_gin_files_hold():
+    """config.gin of a run binds hit.tasks.GANTask, hit.train.Trainer, ...: names fixed by @gin.configurable(module=
+    ...) whatever file defines the class, so moving a module must not change them (runs would no longer resume)."""
+    from hit.configs import register_configurables
+
+    register_configurables()
+    names = {"hit.data.DataSource", "hit.tasks.GANTask", "hit.tasks.GATTask", "hit.tasks.VQHiTTask",
+             "hit.train.Trainer", "hit.eval.Evaluator"}
+    registered = {name for name in names if gin.config._REGISTRY.get_match(name) is not None}  # noqa: SLF001
+    assert registered == names
+    # A config.gin as an earlier layout (hit/sampling.py, hit/augment.py at the root) wrote it parses unchanged.
+    gin.parse_config(["hit.tasks.GANTask.generator_preset = 'hit_tiny_32'", "Trainer.train_steps = 3",
+                      "hit.data.DataSource.name = 'random'"])
+    assert gin.query_parameter("GANTask.generator_preset") == "hit_tiny_32"

@@ -1,7 +1,7 @@
-"""Latent data sets (GAT facts 3): ADM's centre crop, tools/extract_latents.py on images the test writes (tiny
-VAE and DINOv2 with random weights), the records against the models applied directly, resume after an interrupted
-shard, the latents source (posterior sampling, scale factor, determinism, sharding), damaged sets named when
-opened, and tools/decode_latents.py."""
+"""Latent data sets (REPA's preprocessing, as official GAT's README prescribes): ADM's centre crop,
+tools/extract_latents.py on images the test writes (tiny VAE and DINOv2 with random weights), the records against
+the models applied directly, resume after an interrupted shard, the latents source (posterior sampling, scale
+factor, determinism, sharding), damaged sets named when opened, and tools/decode_latents.py."""
 
 import json
 import os
@@ -18,12 +18,15 @@ import pytest
 import tensorflow as tf
 from safetensors.numpy import save_file
 
+from hit.core.seeds import stateless_seed
 from hit.data import latents
 from hit.data.pipeline import DataSource
 from hit.data.preprocessing import adm_center_crop
-from hit.models.dinov2 import DINOv2, hf_weight_map
-from hit.models.sd_vae import SCALE_FACTOR, SDVAE, conv_weight, linear_weight, sample_latents, weight_mapping
-from hit.core.seeds import stateless_seed
+from hit.models.dinov2 import DINOv2
+from hit.models.latent_space import SCALE_FACTOR, sample_latents
+from hit.models.sd_vae import SDVAE
+from hit.models.weights.dinov2_hf import hf_weight_map
+from hit.models.weights.sd_vae_torch import conv_weight, linear_weight, weight_mapping
 
 from hit.inference.latent_extraction import Encoder, extract
 
@@ -113,6 +116,7 @@ def extracted(models, folder, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_records_hold_the_models_outputs_in_source_order(models, folder, extracted):
     vae, dino = models
     shards = [latents.SHARD.format(k) + suffix for k in range(3) for suffix in ("", latents.SIDECAR)]
@@ -132,6 +136,7 @@ def test_records_hold_the_models_outputs_in_source_order(models, folder, extract
     assert meta["num_images"] == 10 and meta["scale_factor"] == SCALE_FACTOR
 
 
+@pytest.mark.slow
 def test_eval_dataset_gives_scaled_posterior_means(extracted):
     got = fields_of(extracted)
     batches = list(DataSource("latents", data_dir=extracted, with_labels=False).eval_dataset(3))
@@ -142,6 +147,7 @@ def test_eval_dataset_gives_scaled_posterior_means(extracted):
         DataSource("latents", data_dir=extracted, with_labels=True).eval_dataset(3)
 
 
+@pytest.mark.slow
 def test_labels_and_the_center_crop_from_fashion_mnist(models, tmp_path):
     vae, _ = models
     source = DataSource("fashion_mnist", resolution=32, with_labels=True)
@@ -172,6 +178,7 @@ class FailingEncoder(Encoder):
         return super().__call__(images)
 
 
+@pytest.mark.slow
 def test_resume_redoes_the_half_written_shard_only(models, folder, extracted, tmp_path, caplog):
     vae, dino = models
     source = DataSource("folder", resolution=32, data_dir=folder[0])
@@ -197,6 +204,7 @@ def test_resume_redoes_the_half_written_shard_only(models, folder, extracted, tm
         extract(source, out, encoder, resolution=32, shard_size=5)
 
 
+@pytest.mark.slow
 def test_tasks_split_the_shards(models, folder, tmp_path):
     vae, _ = models
     source = DataSource("folder", resolution=32, data_dir=folder[0])
@@ -209,6 +217,7 @@ def test_tasks_split_the_shards(models, folder, tmp_path):
     assert len(fields_of(str(tmp_path))["moments"]) == 10
 
 
+@pytest.mark.slow
 def test_two_replicas_give_the_same_records(models, folder, extracted, tmp_path, two_replicas):
     vae, dino = models
     source = DataSource("folder", resolution=32, data_dir=folder[0])
@@ -230,6 +239,7 @@ def one_shard_set(models, folder, path):
     return fields_of(path)
 
 
+@pytest.mark.slow
 def test_training_samples_the_posterior_per_element_and_step(models, folder, tmp_path):
     stored = one_shard_set(models, folder, str(tmp_path))
     source = DataSource("latents", data_dir=str(tmp_path), with_labels=False, shuffle_buffer=1)
@@ -251,6 +261,7 @@ def test_training_samples_the_posterior_per_element_and_step(models, folder, tmp
     assert not np.allclose(first(seed=3, start_step=1)["latent"], batch["latent"])
 
 
+@pytest.mark.slow
 def test_input_pipelines_read_disjoint_shards(models, folder, extracted):
     def ids(pipeline):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline)
@@ -294,6 +305,7 @@ def cut(path, records):
     return len(data), int(records * size)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("records", [3, 2.5])
 def test_a_cut_shard_is_named(extracted, tmp_path, records):
     # Cut on a record boundary, the shard would read as 3 images without a word; cut inside a record, as a
@@ -308,6 +320,7 @@ def test_a_cut_shard_is_named(extracted, tmp_path, records):
         source.train_dataset(tf.distribute.InputContext(), 2, seed=0)
 
 
+@pytest.mark.slow
 def test_missing_stray_and_miscounted_shards_are_named(extracted, tmp_path):
     out, shard = shard_copy(extracted, tmp_path)
     source = DataSource("latents", data_dir=out, with_labels=False)
@@ -334,6 +347,7 @@ def test_missing_stray_and_miscounted_shards_are_named(extracted, tmp_path):
         source.eval_dataset(2)
 
 
+@pytest.mark.slow
 def test_a_set_without_sidecars_opens_with_a_warning(extracted, tmp_path, caplog):
     out, _ = shard_copy(extracted, tmp_path)
     for k in range(3):
@@ -346,6 +360,7 @@ def test_a_set_without_sidecars_opens_with_a_warning(extracted, tmp_path, caplog
                         "adds them"]
 
 
+@pytest.mark.slow
 def test_extracting_a_complete_set_again_adds_missing_sidecars_and_names_a_damaged_shard(models, folder, extracted,
                                                                                         tmp_path):
     vae, dino = models
@@ -364,6 +379,7 @@ def test_extracting_a_complete_set_again_adds_missing_sidecars_and_names_a_damag
         extract(source, out, encoder, resolution=32, shard_size=4)
 
 
+@pytest.mark.slow
 def test_undecodable_images_leave_short_or_empty_shards(models, folder, tmp_path, caplog):
     # Images 2, 3 (all of shard 1) and 5 cannot be decoded: the folder source drops them while extracting.
     images = tmp_path / "images"
@@ -403,6 +419,7 @@ def run_tool(*args):
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_command_lines_extract_and_decode(models, folder, extracted, tmp_path):
     vae, dino = models
     vae_file(vae, str(tmp_path / "vae.safetensors"))
@@ -443,6 +460,7 @@ def test_command_lines_extract_and_decode(models, folder, extracted, tmp_path):
     assert result.stderr.strip().splitlines()[-1] == "error: the random source is endless; give --num_images"
 
 
+@pytest.mark.slow
 def test_the_training_iterator_checkpoints_and_resumes(extracted, tmp_path):
     dataset = DataSource("latents", data_dir=extracted, with_labels=False, shuffle_buffer=4).train_dataset(
         tf.distribute.InputContext(), 3, seed=0)

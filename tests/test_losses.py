@@ -35,7 +35,7 @@ def test_r1_equals_per_sample_gradient_norms_computed_one_at_a_time():
             tape.watch(single)
             out = discriminator(single, training=True)[0]
         norms.append(float(tf.reduce_sum(tape.gradient(out, single) ** 2)))
-    np.testing.assert_allclose(penalty.numpy(), np.mean(norms), rtol=1e-5)  # no 1/2 factor (facts 4)
+    np.testing.assert_allclose(penalty.numpy(), np.mean(norms), rtol=1e-5)  # no 1/2 factor (hit-gan utils/losses.py)
     np.testing.assert_allclose(logits.numpy(), discriminator(images).numpy(), rtol=1e-6)
     assert penalty.numpy() > 0
 

@@ -1,7 +1,11 @@
 """`python -m hit.main` as a user runs it: one-line errors, Ctrl-C and SIGTERM, resume, a quiet console,
---deterministic, the end-of-run message, and the eval job over every checkpoint."""
+--deterministic, the end-of-run message, and the eval job over every checkpoint.
+
+Errors that only need their message checked call hit.main's main() in this process (`in_process`); the
+subprocess tests (marked slow) check what only a process shows: exit codes, signals, the console's filtering."""
 
 import json
+import logging
 import os
 import re
 import signal
@@ -12,6 +16,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = ["--gin_file=gin/demo/tiny_random.gin"]
@@ -67,24 +72,60 @@ def checkpoint_values(path):
             if name.endswith("VARIABLE_VALUE") and "data_iterator" not in name}
 
 
-def test_unknown_gin_key_is_a_one_line_error(tmp_path):
-    result = run_main(*DEMO, "--gin_param=Trainer.bogus_steps = 3", f"--model_dir={tmp_path}")
-    assert_one_error_line(result, "error: bad gin config: Configurable 'Trainer' doesn't have a parameter named "
-                                  "'bogus_steps'")
+@pytest.fixture
+def in_process():
+    """in_process(*flags): hit.main's main() in this process after parsing `flags` as `python -m hit.main` would;
+    its `error: ...` exit message, or None when it returns. Flags, signal handlers and the console filter are put
+    back afterwards."""
+    from hit import main
+    from hit.core.console import keep_project_lines
+
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    absl_level = logging.getLogger("absl").level
+
+    def run(*args):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["hit.main", *args])
+        flags.FLAGS.verbosity = 0  # INFO, as absl's app.run sets after parsing
+        try:
+            main.main(["hit.main"])
+        except SystemExit as e:
+            return e.code
+        return None
+
+    yield run
+    flags.FLAGS.unparse_flags()
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+    keep_project_lines(verbose=True)  # drops the filter main() added to absl's handler
+    logging.getLogger("absl").setLevel(absl_level)  # the verbosity flag set it
+
+
+def assert_error_message(error, *fragments):
+    """main() exited with one `error: ...` line (sys.exit with a message: exit status 1) holding `fragments`."""
+    assert isinstance(error, str) and error.startswith("error: ") and "\n" not in error, error
+    for fragment in fragments:
+        assert fragment in error, error
+
+
+def test_unknown_gin_key_is_a_one_line_error(tmp_path, in_process):
+    error = in_process(*DEMO, "--gin_param=Trainer.bogus_steps = 3", f"--model_dir={tmp_path}")
+    assert_error_message(error, "error: bad gin config: Configurable 'Trainer' doesn't have a parameter named "
+                                "'bogus_steps'")
     assert not os.listdir(tmp_path)  # nothing was written
 
 
-def test_bad_preset_in_gin_is_a_one_line_error(tmp_path):
-    result = run_main(*DEMO, "--gin_param=GANTask.generator_preset = 'hit_xl_256'", f"--model_dir={tmp_path}")
-    assert_one_error_line(result, "unknown generator preset 'hit_xl_256'")
+def test_bad_preset_in_gin_is_a_one_line_error(tmp_path, in_process):
+    error = in_process(*DEMO, "--gin_param=GANTask.generator_preset = 'hit_xl_256'", f"--model_dir={tmp_path}")
+    assert_error_message(error, "unknown generator preset 'hit_xl_256'")
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_a_model_dir_that_is_a_file_is_a_one_line_error(tmp_path, mode):
+def test_a_model_dir_that_is_a_file_is_a_one_line_error(tmp_path, in_process, mode):
     path = tmp_path / "run"
     path.write_text("not a directory")
-    result = run_main(*DEMO, f"--model_dir={path}", f"--mode={mode}")
-    assert_one_error_line(result, f"--model_dir {path} is a file")
+    error = in_process(*DEMO, f"--model_dir={path}", f"--mode={mode}")
+    assert_error_message(error, f"--model_dir {path} is a file")
     assert path.read_text() == "not a directory"
 
 
@@ -92,8 +133,9 @@ def _write_png(path, value):
     tf.io.write_file(str(path), tf.io.encode_png(np.full((8, 8, 3), value, np.uint8)))
 
 
+@pytest.mark.slow  # in this process too: the models are built before the data are opened
 @pytest.mark.parametrize("case", ["missing_folder", "empty_folder", "undecodable_folder", "missing_fashion_mnist"])
-def test_bad_data_is_a_one_line_error(tmp_path, case):
+def test_bad_data_is_a_one_line_error(tmp_path, in_process, case):
     folder = tmp_path / "data"
     if case != "missing_folder":
         folder.mkdir()
@@ -102,11 +144,12 @@ def test_bad_data_is_a_one_line_error(tmp_path, case):
         (folder / "b.jpg").write_bytes(b"\xff\xd8\xff truncated")
     name = "fashion_mnist" if case == "missing_fashion_mnist" else "folder"
     data_dir = tmp_path / "nowhere" if case == "missing_fashion_mnist" else folder
-    result = run_main(*DEMO, *FAST, f"--model_dir={tmp_path / 'run'}", f"--gin_param=DataSource.name = '{name}'",
-                      f"--gin_param=DataSource.data_dir = '{data_dir}'")
-    assert_one_error_line(result, str(data_dir))
+    error = in_process(*DEMO, *FAST, f"--model_dir={tmp_path / 'run'}", f"--gin_param=DataSource.name = '{name}'",
+                       f"--gin_param=DataSource.data_dir = '{data_dir}'")
+    assert_error_message(error, str(data_dir))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "preemption"])
 def test_a_signal_checkpoints_after_the_host_call_and_the_resume_recomputes_nothing(tmp_path, signum):
     args = [*DEMO, *FAST, f"--model_dir={tmp_path}", "--gin_param=Trainer.steps_per_loop = 1",
@@ -138,6 +181,7 @@ def test_a_signal_checkpoints_after_the_host_call_and_the_resume_recomputes_noth
     assert_quiet(result.stderr)  # no "unrestored values" or "(root).data_iterator" warnings on a resume
 
 
+@pytest.mark.slow
 def test_a_second_sigint_stops_at_once_without_saving(tmp_path):
     # One host call of 100000 steps: only the main thread's handler can end it early.
     process = start_main(*DEMO, *FAST, f"--model_dir={tmp_path}", "--gin_param=Trainer.train_steps = 100000",
@@ -163,6 +207,7 @@ def test_a_second_sigint_stops_at_once_without_saving(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path)) is None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
                     reason="Debian package dataset-fashion-mnist is not installed (tools/setup.sh installs it)")
 def test_the_fashion_mnist_demo_runs_with_a_quiet_console(tmp_path):
@@ -200,6 +245,7 @@ def results_steps(run):
         return [json.loads(line)["step"] for line in f]
 
 
+@pytest.mark.slow
 def test_train_and_eval_records_every_evaluation(tmp_path, classifier_weights):
     run = tmp_path / "run"
     train = [*FAST, "--gin_param=Trainer.train_steps = 4", "--gin_param=Trainer.steps_per_loop = 2",
@@ -211,6 +257,7 @@ def test_train_and_eval_records_every_evaluation(tmp_path, classifier_weights):
     assert results_steps(run) == [2, 4]
 
 
+@pytest.mark.slow
 def test_deterministic_runs_then_what_next_and_the_eval_job_over_every_checkpoint_oldest_first(
         tmp_path, classifier_weights):
     run = tmp_path / "run"
@@ -252,16 +299,16 @@ def test_deterministic_runs_then_what_next_and_the_eval_job_over_every_checkpoin
                           f"the newest intact checkpoint is {run}/ckpt-2")
 
 
-def test_the_eval_job_on_a_missing_model_dir_says_what_it_waits_for(tmp_path, classifier_weights):
+@pytest.mark.slow
+def test_the_eval_job_on_a_missing_model_dir_says_what_it_waits_for(tmp_path, classifier_weights, in_process, caplog):
     missing = tmp_path / "misspelled"
-    result = run_main(*DEMO, f"--model_dir={missing}", "--mode=eval", "--eval_timeout=1",
-                      *eval_params(classifier_weights))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{missing} does not exist (yet): waiting for a training job" in result.stderr
-    assert "No new checkpoint" in result.stderr
+    assert in_process(*DEMO, f"--model_dir={missing}", "--mode=eval", "--eval_timeout=1",
+                      *eval_params(classifier_weights)) is None
+    assert f"{missing} does not exist (yet): waiting for a training job" in caplog.text
+    assert "No new checkpoint" in caplog.text
 
 
-def test_eval_without_weights_is_a_one_line_error(tmp_path):
-    result = run_main(*DEMO, f"--model_dir={tmp_path}", "--mode=eval",
-                      "--gin_param=Evaluator.weights_path = '/nonexistent/inception.h5'")
-    assert_one_error_line(result, "error: InceptionV3 weights not found at")
+def test_eval_without_weights_is_a_one_line_error(tmp_path, in_process):
+    error = in_process(*DEMO, f"--model_dir={tmp_path}", "--mode=eval",
+                       "--gin_param=Evaluator.weights_path = '/nonexistent/inception.h5'")
+    assert_error_message(error, "error: InceptionV3 weights not found at")

@@ -1,11 +1,12 @@
-"""MNG (GAT facts 4): the noise schedule, the nested noise's marginal stds and adjacent-level correlations (many
-samples), the perturbation and D's channel layout."""
+"""MNG (official GAT losses/Rp_PT_loss.py): the noise schedule, the nested noise's marginal stds and adjacent-level
+correlations (many samples), the perturbation and D's channel layout."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from hit.gan import mng
+from hit.models.gat import stack_levels
 
 
 def test_schedule_is_the_official_one():
@@ -40,7 +41,7 @@ def test_perturb_and_stack_layout():
     out = mng.perturb(x, noise)
     for k, t in enumerate(mng.NOISE_LEVELS):
         np.testing.assert_allclose(out[k], (1 - t) * x[k] + 1.0, rtol=1e-6)
-    stacked = mng.stack_levels(x)
+    stacked = stack_levels(x)
     assert stacked.shape == (2, 3, 3, 8)
     for level in range(4):
         for c in range(2):

@@ -56,6 +56,7 @@ def wait_all(processes, timeout=180):
         p.wait()
 
 
+@pytest.mark.slow
 def test_two_workers_train_as_one_and_only_the_chief_writes(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"localhost:{port}" for port in ports]}

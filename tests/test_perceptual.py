@@ -108,6 +108,7 @@ def test_jit_compiled_distance_equals_eager(features):
                                rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_features_equal_keras_vgg16_and_their_gradient_compiles_under_op_determinism(features):
     """The reshape-and-max pools give Keras' VGG16 outputs; unlike MaxPoolGrad, their gradient has an XLA kernel
     with op determinism on (tests/conftest.py turns it on, as --deterministic does)."""

@@ -19,11 +19,11 @@ from keras.initializers import Constant
 
 from hit.gan import penalties
 from hit.models.presets import get_discriminator, get_generator, get_vqhit
-from hit.train.precision import DynamicLossScale, policy_scope
 from hit.tasks.gan import GANTask
 from hit.tasks.gat import GATTask
 from hit.tasks.vqhit import VQHiTTask
 from hit.train.checkpoints import make_checkpoint
+from hit.train.precision import DynamicLossScale, policy_scope
 
 # (factory, preset, input maker, tolerance relative to the float32 output's scale)
 MODELS = {
@@ -35,6 +35,12 @@ MODELS = {
     "gat_demo": (get_generator, "gat_demo", None),
 }
 BFLOAT16_TOLERANCE = 0.05  # max |bf16 - f32| / max |f32|
+
+
+def marked(names):
+    """The model names as parameters, HiT's and VQ-HiT's marked slow (building them takes seconds)."""
+    return [pytest.param(name, marks=pytest.mark.slow) if name in ("hit_tiny_32", "vqhit_tiny_32") else name
+            for name in names]
 
 
 def _pair(name):
@@ -56,7 +62,7 @@ def _output(model, inputs):
     return out if isinstance(out, tf.Tensor) else out[0]
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", marked(sorted(MODELS)))
 def test_bfloat16_model_is_close_to_float32_with_float32_variables(name):
     model, mixed, inputs = _pair(name)
     assert mixed.compute_dtype == "bfloat16"
@@ -68,7 +74,7 @@ def test_bfloat16_model_is_close_to_float32_with_float32_variables(name):
     assert 0 < error <= BFLOAT16_TOLERANCE * scale, (error, scale)  # > 0: bfloat16 really ran
 
 
-@pytest.mark.parametrize("name", ["hit_tiny_32", "stylegan_d_tiny_32", "vqhit_tiny_32"])
+@pytest.mark.parametrize("name", marked(["hit_tiny_32", "stylegan_d_tiny_32", "vqhit_tiny_32"]))
 def test_xla_matches_graph_mode(name):
     factory, preset, make_inputs = MODELS[name]
     model = factory(preset)
@@ -88,6 +94,7 @@ def _mixed_step(task, batch):
     return metrics
 
 
+@pytest.mark.slow
 def test_gan_task_bfloat16_step_is_finite_with_float32_variables():
     task = GANTask(generator_preset="hit_tiny_32", discriminator_preset="stylegan_d_tiny_32", precision="bfloat16")
     reals = tf.random.stateless_uniform([4, 32, 32, 3], [1, 2], -1.0, 1.0)
@@ -97,6 +104,7 @@ def test_gan_task_bfloat16_step_is_finite_with_float32_variables():
     assert task.eval_generator()[1].compute_dtype == "float32"
 
 
+@pytest.mark.slow
 def test_vqhit_task_bfloat16_step_is_finite_with_a_float32_quantizer():
     task = VQHiTTask(model_preset="vqhit_tiny_32", discriminator_preset="stylegan_d_tiny_32",
                      vgg_weights_path="random", precision="bfloat16")
@@ -106,6 +114,7 @@ def test_vqhit_task_bfloat16_step_is_finite_with_a_float32_quantizer():
     assert task.model.compute_dtype == "bfloat16" and task.model.quantizer.compute_dtype == "float32"
 
 
+@pytest.mark.slow
 def test_float16_gan_steps_on_two_replicas_skip_together_and_checkpoint_the_loss_scale(tmp_path, two_replicas):
     """float16 under MirroredStrategy (Keras' merge_call path, as on GPUs). A step on finite images: finite losses,
     an update, float32 variables, equal replica copies. Then replica 1 alone sees NaN images: both replicas skip
@@ -180,6 +189,7 @@ def test_r1_under_float16_takes_its_input_gradient_of_the_scaled_logits():
                                rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_gat_task_float16_step_is_finite_with_float32_variables():
     task = GATTask(generator_preset="gat_tiny", repa_weight=0.0, precision="float16")
     images = tf.random.stateless_normal([4, task.resolution, task.resolution, task.channels], [1, 2])

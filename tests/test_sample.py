@@ -59,6 +59,7 @@ def assert_same_variables(model, reference):
         np.testing.assert_array_equal(v.numpy(), ref.numpy(), err_msg=v.path)
 
 
+@pytest.mark.slow
 def test_load_generator_restores_the_ema_and_the_raw_generator(run):
     model_dir, task = run
     assert not np.array_equal(task.ema_generator.variables[0].numpy(), task.generator.variables[0].numpy())
@@ -70,6 +71,7 @@ def test_load_generator_restores_the_ema_and_the_raw_generator(run):
     assert gin.config_str() == ""  # the run's config is not left bound
 
 
+@pytest.mark.slow
 def test_load_generator_errors_are_one_line(run, tmp_path):
     model_dir, _ = run
     cases = {
@@ -93,6 +95,7 @@ def test_load_generator_errors_are_one_line(run, tmp_path):
         assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_samples_are_clipped_g_of_z_deterministic_per_seed_and_batched(monkeypatch):
     generator = get_generator("hit_tiny_32")
     images = sampling.sample(generator, 5, seed=3).numpy()
@@ -107,6 +110,7 @@ def test_samples_are_clipped_g_of_z_deterministic_per_seed_and_batched(monkeypat
     np.testing.assert_allclose(np.concatenate(batches), images, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_seed_gives_the_same_sample_in_every_batch_and_in_training_grids_and_the_evaluator(tmp_path):
     generator = get_generator("hit_tiny_32")
     images = sampling.sample(generator, 5, seed=0).numpy()
@@ -118,6 +122,7 @@ def test_a_seed_gives_the_same_sample_in_every_batch_and_in_training_grids_and_t
     np.testing.assert_allclose(np.concatenate(list(evaluator._fake_batches(generator))), images, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_interpolation_strips_run_between_samples_of_the_seed():
     generator = get_generator("hit_tiny_32")
     ends = sampling.sample(generator, 6, seed=1).numpy()  # 3 strips: from ends[i] to ends[3 + i]
@@ -148,6 +153,7 @@ class Counts:
         self.counts.append(count)
 
 
+@pytest.mark.slow
 def test_progress_is_told_each_batch(monkeypatch):
     monkeypatch.setattr(sampling, "BATCH_SIZE", 2)
     generator = get_generator("hit_tiny_32")
@@ -169,6 +175,7 @@ def test_write_individual_pngs_numbers_from_start_index(tmp_path):
     assert read_png(paths[0]).tolist() == [[[0]]] and read_png(paths[1]).tolist() == [[[255]]]
 
 
+@pytest.mark.slow
 def test_tool_grid_folder_and_interpolation_from_a_run(run, tmp_path):
     model_dir, _ = run
     result = run_tool(f"--model_dir={model_dir}", "--num_samples=6", "--seed=2", cwd=tmp_path)
@@ -199,6 +206,7 @@ def test_tool_grid_folder_and_interpolation_from_a_run(run, tmp_path):
     assert read_png(strips).shape == (2 * 32, 5 * 32, 3)
 
 
+@pytest.mark.slow
 def test_tool_smoke_mode_samples_a_fresh_preset(tmp_path):
     result = run_tool("--preset=hit_tiny_32", "--num_samples=6", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -208,6 +216,7 @@ def test_tool_smoke_mode_samples_a_fresh_preset(tmp_path):
     assert grid.shape == (2 * 32, 3 * 32, 3) and grid.dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_a_write_error_is_one_line(run, tmp_path):
     # Before, a full disk or an unwritable folder printed a traceback.
     (tmp_path / "file").write_text("a file, not a folder")
@@ -218,6 +227,7 @@ def test_a_write_error_is_one_line(run, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--model_dir={empty}"], "error: no checkpoint found in"),
     (["--model_dir={run}", "--which=discriminator"], "error: which must be one of ema_generator, generator"),

@@ -11,9 +11,10 @@ import pytest
 import tensorflow as tf
 from safetensors.numpy import load_file, save_file
 
-from hit.models.sd_vae import (SCALE_FACTOR, SDVAE, Upsample, assign_weights, detect_scheme, load_sd_vae,
-                               sample_latents, weight_mapping)
 from hit.core.seeds import stateless_normal
+from hit.models.latent_space import SCALE_FACTOR, sample_latents
+from hit.models.sd_vae import SDVAE, Upsample
+from hit.models.weights.sd_vae_torch import assign_weights, detect_scheme, load_sd_vae, weight_mapping
 
 FULL = dict(channels=128, channel_multipliers=(1, 2, 4, 4), num_res_blocks=2, latent_channels=4, groups=32)
 # Two equally wide decoder levels (up.2 and up.1), so applying them in the wrong order changes the numbers, not
@@ -124,6 +125,7 @@ def small():
 
 # ---- 1. sizes -------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_parameter_count_and_split(full):
     assert n_params(full.trainable_variables) == 83_653_863
     assert not full.non_trainable_variables
@@ -151,6 +153,7 @@ def test_parameter_count_and_split(full):
 
 # ---- 2. encode / decode --------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_encode_decode_shapes_at_256(full):
     images = np.random.default_rng(0).uniform(-1, 1, (1, 256, 256, 3)).astype("float32")
     mean, std = full.encode(images)
@@ -160,6 +163,7 @@ def test_encode_decode_shapes_at_256(full):
     assert decoded.shape == (1, 256, 256, 3) and np.isfinite(decoded).all()
 
 
+@pytest.mark.slow
 def test_decode_divides_by_the_scale_factor_and_other_sizes(full):
     mean, std = full.encode(np.zeros((1, 24, 64, 3), np.float32))  # any H, W divisible by 8
     assert mean.shape == (1, 3, 8, 4)
@@ -214,6 +218,7 @@ def small_states(seed=0):
     return {"ldm": ldm, "diffusers": to_diffusers(ldm, levels), "diffusers_legacy": to_diffusers(ldm, levels, True)}
 
 
+@pytest.mark.slow
 def test_mappings_name_every_tensor_of_the_real_checkpoints(full):
     ldm = ldm_shapes(**FULL)
     expected = {"ldm": ldm, "diffusers": to_diffusers(ldm, 4), "diffusers_legacy": to_diffusers(ldm, 4, True)}
@@ -232,6 +237,7 @@ def test_mappings_name_every_tensor_of_the_real_checkpoints(full):
     assert mapping["sd_vae/decoder/up_1_upsample/conv/bias"][0] == "decoder.up_blocks.2.upsamplers.0.conv.bias"
 
 
+@pytest.mark.slow
 def test_both_schemes_round_trip_to_the_same_weights(tmp_path, small):
     states, loaded = small_states(), {}
     for scheme, state in states.items():
@@ -260,6 +266,7 @@ def test_both_schemes_round_trip_to_the_same_weights(tmp_path, small):
     np.testing.assert_array_equal(weights["sd_vae/encoder/norm_out/gamma"], ldm["encoder.norm_out.weight"])
 
 
+@pytest.mark.slow
 def test_prefixed_checkpoints_and_ignored_keys(small):
     state, vae = small_states()["diffusers"], small
     prefixed = {f"vae.{k}": v for k, v in state.items()}
@@ -281,26 +288,29 @@ def loader_error(vae, state):
     return str(error.value)
 
 
+@pytest.mark.slow
 def test_missing_extra_and_misshapen_tensors_are_named(tmp_path, small):
     def error(state):
         return loader_error(small, state)
 
     state = small_states()["ldm"]
     missing = {k: v for k, v in state.items() if k != "decoder.up.0.block.1.conv2.bias"}
-    assert error(missing) == "ldm weights missing from the file: 1 tensor(s): decoder.up.0.block.1.conv2.bias"
+    assert error(missing) == "ldm weights: missing 1 tensor(s): 'decoder.up.0.block.1.conv2.bias'"
     no_up_0 = {k: v for k, v in state.items() if not k.startswith("decoder.up.0.")}
-    assert error(no_up_0) == ("ldm weights missing from the file: 18 tensor(s): decoder.up.0.block.0.conv1.bias, "
-                              "decoder.up.0.block.0.conv1.weight, decoder.up.0.block.0.conv2.bias, "
-                              "decoder.up.0.block.0.conv2.weight, decoder.up.0.block.0.nin_shortcut.bias, ...")
+    assert error(no_up_0) == ("ldm weights: missing 18 tensor(s): 'decoder.up.0.block.0.conv1.bias', "
+                              "'decoder.up.0.block.0.conv1.weight', 'decoder.up.0.block.0.conv2.bias', "
+                              "'decoder.up.0.block.0.conv2.weight', 'decoder.up.0.block.0.nin_shortcut.bias', ... "
+                              "(13 more)")
     extra = {**state, "decoder.up.0.block.2.conv1.weight": np.zeros((16, 16, 3, 3), np.float32)}
-    assert error(extra) == "unused ldm tensors in the file: 1 tensor(s): decoder.up.0.block.2.conv1.weight"
+    assert error(extra) == "ldm weights: 1 unexpected tensor(s): 'decoder.up.0.block.2.conv1.weight'"
     assert "model.diffusion_model.x" in error({**state, "model.diffusion_model.x": np.zeros(1, np.float32)})
     bad = {**state, "decoder.conv_in.weight": np.zeros((32, 4, 1, 1), np.float32)}
-    assert error(bad) == "wrong shape for decoder.conv_in.weight: expected (32, 4, 3, 3), got (32, 4, 1, 1)"
+    assert error(bad) == ("ldm weights: 1 tensor(s) of the wrong shape: 'decoder.conv_in.weight' expected "
+                          "(32, 4, 3, 3), got (32, 4, 1, 1)")
     diffusers = {f"vae.{k}": v for k, v in small_states()["diffusers"].items()}
     diffusers["vae.encoder.mid_block.attentions.0.to_k.weight"] = np.zeros((32, 32, 1, 1), np.float32)
-    assert error(diffusers) == ("wrong shape for vae.encoder.mid_block.attentions.0.to_k.weight: "
-                                "expected (32, 32), got (32, 32, 1, 1)")
+    assert error(diffusers) == ("diffusers weights: 1 tensor(s) of the wrong shape: "
+                                "'vae.encoder.mid_block.attentions.0.to_k.weight' expected (32, 32), got (32, 32, 1, 1)")
     mixed = {**state, "encoder.mid_block.attentions.0.to_q.weight": np.zeros((32, 32), np.float32)}
     assert error(mixed).startswith("cannot tell the naming scheme: expected exactly one of ")
     assert error({**state, "vae.encoder.conv_in.weight": state["encoder.conv_in.weight"]}) == (
@@ -310,6 +320,7 @@ def test_missing_extra_and_misshapen_tensors_are_named(tmp_path, small):
         load_sd_vae(str(tmp_path / "unet.safetensors"))
 
 
+@pytest.mark.slow
 def test_full_size_float16_checkpoint_loads(tmp_path, full):
     """The real names and shapes (the sd-vae-ft-mse ldm file in float16, as in a whole SD checkpoint)."""
     state = random_state_dict(ldm_shapes(**FULL), seed=4, dtype=np.float16)
@@ -406,6 +417,7 @@ def np_decode(z, state, levels, blocks, groups):
     return np_conv(np_swish(np_norm(h, state, "decoder.norm_out", groups)), state, "decoder.conv_out")
 
 
+@pytest.mark.slow
 def test_small_vae_matches_numpy_reference(small):
     state = small_states(seed=5)["diffusers"]  # loaded in diffusers naming, the reference reads ldm's
     ldm = small_states(seed=5)["ldm"]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,6 +19,7 @@ def run_tool(*args):
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_model_summary_prints_one_json_line():
     result = run_tool("tools/model_summary.py", "--preset=hit_imagenet_128")
     assert result.returncode == 0, result.stderr
@@ -31,6 +33,7 @@ def test_model_summary_prints_one_json_line():
     assert summary["stages"][0]["output"] == [1, 16, 16, 512]
 
 
+@pytest.mark.slow
 def test_model_summary_counts_the_convnet_baseline():
     result = run_tool("tools/model_summary.py", "--preset=convnet_128")
     assert result.returncode == 0, result.stderr
@@ -39,6 +42,7 @@ def test_model_summary_counts_the_convnet_baseline():
     assert summary["output_shape"] == [1, 128, 128, 3] and summary["attention_resolution"] == 64
 
 
+@pytest.mark.slow
 def test_model_summary_unknown_preset_is_a_one_line_error():
     result = run_tool("tools/model_summary.py", "--preset=hit_xl_256")
     assert result.returncode != 0

@@ -41,6 +41,7 @@ def event_tags(model_dir):
     return tags
 
 
+@pytest.mark.slow
 def test_short_xla_run_writes_checkpoints_events_samples_and_config(tmp_path):
     task, trainer = make_trainer(tmp_path, train_steps=4, jit_compile=True, sample_every=4, num_samples=4)
     metrics = trainer.train()
@@ -69,6 +70,7 @@ def test_short_xla_run_writes_checkpoints_events_samples_and_config(tmp_path):
     assert "HloModule" in hlo
 
 
+@pytest.mark.slow
 def test_one_step_on_two_replicas_equals_one_replica_with_the_same_global_batch(tmp_path, two_replicas):
     """LayerNorm, because BatchNorm normalises over each replica's own batch: with BN the two runs differ
     by design (as on the official TPU runs, where statistics are per core). Adam's epsilon is raised to 1
@@ -107,6 +109,7 @@ def get_initial_generator_weights():
     return {f"generator/{i}/{v.path.split('/', 1)[-1]}": v.numpy() for i, v in enumerate(generator.variables)}
 
 
+@pytest.mark.slow
 def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, stopped_run):
     task_kwargs = dict(ema_start_step=1)  # so the EMA generator is exercised too
     keras.utils.set_random_seed(3)
@@ -123,6 +126,7 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, stopped_run):
     assert int(resumed.global_step.numpy()) == 4
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     make_trainer(tmp_path, train_steps=2)[1].train()
 
@@ -138,6 +142,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
     assert not glob.glob(str(tmp_path / "ckpt-4*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_kwargs", [
     dict(update="alternating"),
     dict(r1_interval=2, loss_type="hinge", bcr_weight=0.0),
@@ -170,6 +175,7 @@ def test_bad_task_and_trainer_settings_are_one_line_errors(tmp_path, two_replica
         trainer.train()
 
 
+@pytest.mark.slow
 def test_skipped_images_are_reported_to_tensorboard(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
@@ -185,6 +191,7 @@ def test_skipped_images_are_reported_to_tensorboard(tmp_path):
     assert "data/skipped_images" in event_tags(str(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_single_channel_images_train(tmp_path):
     source = DataSource(name="random", resolution=32, channels=1)
     task, trainer = make_trainer(

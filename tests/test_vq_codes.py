@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hit.inference import runs
+from hit.core.images import to_uint8
 from hit.data.pipeline import DataSource
 from hit.data.preprocessing import preprocess
-from hit.core.images import to_uint8
+from hit.inference import runs
 from hit.tasks.vqhit import VQHiTTask
 from hit.train.trainer import Trainer
 
@@ -58,6 +58,7 @@ def assert_one_line_error(result, start):
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(f"error: {start}"), result.stderr
 
 
+@pytest.mark.slow
 def test_images_to_codes_to_images(run, tmp_path):
     model_dir, model, folder, images = run
     output = str(tmp_path / "codes.npy")
@@ -83,6 +84,7 @@ def test_images_to_codes_to_images(run, tmp_path):
     assert np.abs(pngs.astype(int) - expected.astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_codes_of_the_runs_data_source(run, tmp_path):
     model_dir, model, _, _ = run
     output = str(tmp_path / "eval.npy")
@@ -94,6 +96,7 @@ def test_codes_of_the_runs_data_source(run, tmp_path):
         assert f.read().splitlines() == ["random:eval:000000", "random:eval:000001", "random:eval:000002"]
 
 
+@pytest.mark.slow
 def test_an_undecodable_image_is_a_one_line_error_naming_it(run, tmp_path):
     model_dir, _, folder, _ = run
     bad = tmp_path / "images"
@@ -105,6 +108,7 @@ def test_an_undecodable_image_is_a_one_line_error_naming_it(run, tmp_path):
     assert not (tmp_path / "codes.npy").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("codes, message", [
     (np.stack([np.full([8, 8], 32), np.full([8, 8], -1)]), "codes must be in [0, 32), got values in [-1, 32]"),
     (np.zeros([2, 4, 4], np.int32), "{path} holds codes of shape [2, 4, 4]; this run's model decodes [N, 8, 8]"),
@@ -118,6 +122,7 @@ def test_bad_codes_are_one_line_errors(run, tmp_path, codes, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_usage_errors_are_one_line(tmp_path):
     missing = str(tmp_path / "no_run")
     assert_one_line_error(run_tool(f"--model_dir={missing}", f"--codes={tmp_path / 'c.npy'}", "--output=x"),

@@ -27,6 +27,7 @@ def tiny():
     return get_vqhit("vqhit_tiny_32")
 
 
+@pytest.mark.slow
 def test_the_paper_configuration_has_vqgans_encoder_and_codebook(paper_model):
     assert paper_model.parameter_counts() == {
         "encoder": 29_298_176,   # VQGAN f16 up to its output conv (A.5: "the same encoder E as VQGAN")
@@ -37,6 +38,7 @@ def test_the_paper_configuration_has_vqgans_encoder_and_codebook(paper_model):
     assert (paper_model.grid_size, paper_model.num_codes) == (16, 1024)
 
 
+@pytest.mark.slow
 def test_the_decoder_is_hit_b_from_its_16x16_stage_on(paper_model):
     """Stages 1-5 of HiT-B hold the same weights shapes as the decoder's stages 0-4."""
     hit_b = get_generator("hit_b_256")
@@ -50,6 +52,7 @@ def test_the_decoder_is_hit_b_from_its_16x16_stage_on(paper_model):
     assert len(paper_model.decoder.stages) == 5
 
 
+@pytest.mark.slow
 def test_a_batch_of_one_goes_256_to_16x16_codes_to_256(paper_model):
     images = tf.random.stateless_uniform([1, 256, 256, 3], [1, 2], -1.0, 1.0)
     codes = paper_model.encode(images)
@@ -59,6 +62,7 @@ def test_a_batch_of_one_goes_256_to_16x16_codes_to_256(paper_model):
     assert decoded.shape == (1, 256, 256, 3) and bool(tf.reduce_all(tf.math.is_finite(decoded)))
 
 
+@pytest.mark.slow
 def test_decoding_the_codes_equals_the_whole_model(tiny):
     images = tf.random.stateless_uniform([3, 32, 32, 3], [3, 4], -1.0, 1.0)
     codes = tiny.encode(images)
@@ -70,6 +74,7 @@ def test_decoding_the_codes_equals_the_whole_model(tiny):
     assert set(losses) == {"codebook_loss", "commitment_loss"} and reconstructions.shape == images.shape
 
 
+@pytest.mark.slow
 def test_grid_tokens_summarise_regions_in_row_major_order(tiny):
     """Token t reads the mean of region (t // s, t % s): changing one region of the grid moves only its token
     (before the norm, which mixes tokens in training mode only)."""
@@ -81,6 +86,7 @@ def test_grid_tokens_summarise_regions_in_row_major_order(tiny):
     np.testing.assert_array_equal(moved, [False, False, True, False])
 
 
+@pytest.mark.slow
 def test_bad_images_and_codes_are_one_line_errors(tiny):
     shape_error = r"^vq_hit expects images of shape \[batch, 32, 32, 3\], got "
     with pytest.raises(ValueError, match=shape_error + r"\[2, 64, 64, 3\]$"):
@@ -104,6 +110,7 @@ def test_bad_images_and_codes_are_one_line_errors(tiny):
         get_vqhit("vqhit_tiny_32", codes=3)
 
 
+@pytest.mark.slow
 def test_model_summary_prints_the_parts_of_a_vqhit_preset():
     result = subprocess.run([sys.executable, "tools/model_summary.py", "--preset=vqhit_tiny_32"], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)

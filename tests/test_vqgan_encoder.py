@@ -24,6 +24,7 @@ def f16():
     return VQGANEncoder().build_symbolic()
 
 
+@pytest.mark.slow
 def test_f16_parameter_count_and_output_shape(f16):
     assert n_params(f16.trainable_variables) == 29_298_176
     assert not f16.non_trainable_variables
@@ -33,6 +34,7 @@ def test_f16_parameter_count_and_output_shape(f16):
     assert z.shape == (1, 16, 16, 256) and z.dtype == np.float32 and np.isfinite(z).all()
 
 
+@pytest.mark.slow
 def test_f16_layer_names_follow_vqgan_modules(f16):
     down = []
     for i in range(5):
@@ -55,6 +57,7 @@ def test_f16_layer_names_follow_vqgan_modules(f16):
         assert (norm.groups, norm.epsilon, norm.center, norm.scale) == (32, 1e-6, True, True)
 
 
+@pytest.mark.slow
 def test_pytorch_default_conv_init(f16):
     variables = {v.path: v.numpy() for v in f16.trainable_variables}
     kernels = [p for p in variables if p.endswith("/kernel")]
@@ -179,6 +182,7 @@ def test_downsample_pads_right_and_bottom(tap, expected):
     np.testing.assert_array_equal(y, expected(x))
 
 
+@pytest.mark.slow
 def test_config_round_trip():
     encoder = VQGANEncoder(**SMALL)
     config = encoder.get_config()

@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from hit.data.pipeline import DataSource
 from hit.eval.classifier_distance import DemoClassifier
-from hit.eval.evaluator import PSNR_CAP_DB, Evaluator, is_autoencoder
+from hit.eval.evaluator import Evaluator
+from hit.eval.reconstruction import PSNR_CAP_DB, is_autoencoder
 from hit.tasks.vqhit import VQHiTTask
 from hit.train.trainer import Trainer
 
@@ -118,6 +119,7 @@ def test_best_metric_psnr_or_ssim_keeps_the_highest_and_needs_an_autoencoder(tmp
         make_evaluator(tmp_path, 32, best_metric="lpips")
 
 
+@pytest.mark.slow
 def test_evaluate_checkpoint_of_a_vqhit_run_restores_the_model_and_reports_rfid_psnr_ssim(tmp_path):
     task = VQHiTTask(model_preset="vqhit_tiny_32", discriminator_preset="stylegan_d_tiny_32", perceptual_weight=0.0)
     Trainer(task=task, model_dir=str(tmp_path), train_steps=2, global_batch_size=4, steps_per_loop=1,

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from hit.core.images import to_uint8
 from hit.inference import runs
 from hit.inference.export import AutoencoderSignatures, export_autoencoder
-from hit.core.images import to_uint8
 from hit.tasks.vqhit import VQHiTTask
 from hit.train.trainer import Trainer
 
@@ -52,6 +52,7 @@ def uint8_images(batch, seed=0):
     return tf.constant(np.random.default_rng(seed).integers(0, 256, (batch, 32, 32, 3)), tf.uint8)
 
 
+@pytest.mark.slow
 def test_load_autoencoder_restores_the_trained_model_and_run_kind_tells_the_tasks_apart(exported, tmp_path):
     run = os.path.dirname(os.path.dirname(exported.path))
     assert runs.run_kind(run) == "vqhit"
@@ -75,6 +76,7 @@ def test_load_autoencoder_restores_the_trained_model_and_run_kind_tells_the_task
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_the_export_defaults_to_the_run_directory_and_has_the_autoencoder_signatures(exported):
     run = os.path.dirname(os.path.dirname(exported.path))
     assert exported.path == os.path.join(run, "export", "2")
@@ -86,6 +88,7 @@ def test_the_export_defaults_to_the_run_directory_and_has_the_autoencoder_signat
     assert (codes.shape.as_list(), codes.dtype) == ([None, 8, 8], tf.int32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 3])
 def test_every_signature_equals_the_in_memory_autoencoder(exported, batch):
     signatures, model = exported.loaded.signatures, exported.model
@@ -106,6 +109,7 @@ def test_every_signature_equals_the_in_memory_autoencoder(exported, batch):
     assert np.abs(decoded.numpy().astype(int) - reconstructions.astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_out_of_range_codes_fail_when_the_graph_runs(exported):
     decode = exported.loaded.signatures["decode"]
     for bad in (32, -1):
@@ -117,6 +121,7 @@ def test_out_of_range_codes_fail_when_the_graph_runs(exported):
     assert decode(codes=tf.constant(body["instances"], tf.int32))["images"].shape == (1, 32, 32, 3)
 
 
+@pytest.mark.slow
 def test_wrong_shapes_and_dtypes_are_rejected(exported):
     signatures = exported.loaded.signatures
     for name in ("encode", "reconstruct", "serving_default"):
@@ -140,6 +145,7 @@ def test_wrong_shapes_and_dtypes_are_rejected(exported):
         export_autoencoder(exported.model, os.path.dirname(exported.path), 2)
 
 
+@pytest.mark.slow
 def test_which_is_a_one_line_error_for_a_vqhit_run(exported, tmp_path):
     run = os.path.dirname(os.path.dirname(exported.path))
     result = subprocess.run([sys.executable, "tools/export.py", f"--model_dir={run}", "--which=generator",
@@ -150,6 +156,7 @@ def test_which_is_a_one_line_error_for_a_vqhit_run(exported, tmp_path):
                                           "autoencoder is exported"], result.stderr
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_and_runs_the_signatures(exported, tmp_path):
     show = subprocess.run([*CLI, "show", "--dir", exported.path, "--all"], capture_output=True, text=True, env=ENV,
                           timeout=300)

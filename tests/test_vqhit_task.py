@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from hit.configs import parse_gin
 from hit.data.pipeline import DataSource
 from hit.layers.quantizer import code_counts, code_usage
-from hit.configs import parse_gin
 from hit.tasks.vqhit import VQHiTTask
 from hit.train.trainer import Trainer
 
@@ -30,6 +30,7 @@ def all_variables(task):
             for name, item in task.checkpoint_items().items() for i, v in enumerate(item.variables)}
 
 
+@pytest.mark.slow
 def test_one_xla_step_composes_the_papers_losses(tmp_path):
     """ae_total = L2 + 5e-5 * perceptual + 0.1 * NS_G + codebook + commitment; d_total = NS_D + 10 * R1;
     with an untrained VGG so the perceptual term is on."""
@@ -49,6 +50,7 @@ def test_one_xla_step_composes_the_papers_losses(tmp_path):
     assert not task.vgg.model.trainable_variables  # the VGG is never trained
 
 
+@pytest.mark.slow
 def test_two_replicas_count_codes_over_the_global_batch_and_keep_equal_copies(tmp_path, two_replicas):
     """One step on 2 replicas, replica r on rows [2r, 2r + 2) of 4 images, the decoder's BatchNorm in groups of 2:
     finite losses; both replicas hold the same decoder statistics (their mean) and codebook; the reported
@@ -74,6 +76,7 @@ def test_two_replicas_count_codes_over_the_global_batch_and_keep_equal_copies(tm
     assert expected != pytest.approx(np.mean(halves, axis=0).tolist())  # what counting per replica would give
 
 
+@pytest.mark.slow
 def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, stopped_run):
     keras.utils.set_random_seed(3)
     straight, trainer = make_trainer(tmp_path / "straight", train_steps=4)
@@ -89,6 +92,7 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, stopped_run):
     assert int(resumed.global_step.numpy()) == 4
 
 
+@pytest.mark.slow
 def test_samples_are_input_and_reconstruction_side_by_side(tmp_path):
     task, trainer = make_trainer(tmp_path, train_steps=1, steps_per_loop=1)
     trainer.train()
@@ -99,6 +103,7 @@ def test_samples_are_input_and_reconstruction_side_by_side(tmp_path):
     assert task.sample_name == "input_reconstruction"
 
 
+@pytest.mark.slow
 def test_bad_settings_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match=r"^VQHiTTask.perceptual_weight > 0 needs VQHiTTask.vgg_weights_path"):
         VQHiTTask(**{**TINY, "perceptual_weight": 5e-5})
@@ -113,6 +118,7 @@ def test_bad_settings_are_one_line_errors(tmp_path):
         trainer.train()
 
 
+@pytest.mark.slow
 def test_the_demo_config_overfits_a_handful_of_images():
     """The demo's task (gin/demo/vqhit_fashion_mnist_32.gin, all its losses) on 8 Fashion-MNIST images: the
     reconstruction error falls well below its start within 100 steps."""

@@ -1,4 +1,5 @@
-"""Latents -> a PNG grid through the SD-VAE (GAT facts 3: decoded latent -> (x + 1) / 2, clipped, uint8).
+"""Latents -> a PNG grid through the SD-VAE (as official GAT generate.py: decoded latent -> (x + 1) / 2,
+clipped, uint8).
 
     python tools/decode_latents.py --vae_weights=sd-vae-ft-mse.safetensors --latents=latents/imagenet256 \\
         --num_images=64 --output=reconstructions.png
@@ -21,10 +22,10 @@ import hit  # noqa: E402,F401  (before TensorFlow: it sets TensorFlow's environm
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from hit.core.console import keep_project_lines  # noqa: E402
-from hit.data import latents  # noqa: E402
 from hit.core.errors import one_line  # noqa: E402
 from hit.core.images import write_png  # noqa: E402
-from hit.models.sd_vae import load_sd_vae  # noqa: E402
+from hit.data import latents  # noqa: E402
+from hit.models.weights.sd_vae_torch import load_sd_vae  # noqa: E402
 
 BATCH_SIZE = 16  # latents per decoder call
 

@@ -1,5 +1,6 @@
-"""Images -> a latent data set for GAT (GAT facts 3, 5.5): SD-VAE posterior moments, labels and, optionally, DINOv2
-features of every image (and of its mirror image), in sharded TFRecords (format: hit/data/latents.py).
+"""Images -> a latent data set for GAT (REPA's preprocessing, as official GAT's README prescribes): SD-VAE posterior
+moments, labels and, optionally, DINOv2 features of every image (and of its mirror image), in sharded TFRecords
+(format: hit/data/latents.py).
 
     python tools/extract_latents.py --source=imagenet2012 --data_dir=~/tensorflow_datasets \\
         --vae_weights=sd-vae-ft-mse/diffusion_pytorch_model.safetensors \\
@@ -23,12 +24,12 @@ from absl import app, flags  # noqa: E402
 import hit  # noqa: E402,F401  (before TensorFlow: it sets TensorFlow's environment, see hit/__init__.py)
 import tensorflow as tf  # noqa: E402
 from hit.core.console import keep_project_lines  # noqa: E402
-from hit.data import latents  # noqa: E402
-from hit.inference.latent_extraction import CROPS, Encoder, extract  # noqa: E402
-from hit.data.pipeline import IMAGE_SOURCES, DataSource  # noqa: E402
 from hit.core.errors import one_line  # noqa: E402
-from hit.models.dinov2 import load_dinov2  # noqa: E402
-from hit.models.sd_vae import load_sd_vae  # noqa: E402
+from hit.data import latents  # noqa: E402
+from hit.data.pipeline import IMAGE_SOURCES, DataSource  # noqa: E402
+from hit.inference.latent_extraction import CROPS, Encoder, extract  # noqa: E402
+from hit.models.weights.dinov2_hf import load_dinov2  # noqa: E402
+from hit.models.weights.sd_vae_torch import load_sd_vae  # noqa: E402
 from hit.train.strategy import STRATEGIES, make_strategy  # noqa: E402
 LABELLED = ("imagenet2012", "fashion_mnist")  # sources whose images carry class labels
 

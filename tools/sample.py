@@ -31,12 +31,12 @@ from absl import app, flags, logging  # noqa: E402
 
 import hit  # noqa: E402,F401  (before TensorFlow: it sets TensorFlow's environment, see hit/__init__.py)
 import tensorflow as tf  # noqa: E402
-from hit.inference import runs, sampling  # noqa: E402
-from hit.models.samples import is_conditional  # noqa: E402
 from hit.core.console import keep_project_lines  # noqa: E402
 from hit.core.errors import one_line  # noqa: E402
 from hit.core.images import write_png  # noqa: E402
 from hit.core.progress import Progress  # noqa: E402
+from hit.inference import runs, sampling  # noqa: E402
+from hit.models.samples import is_conditional  # noqa: E402
 
 MODES = ("grid", "folder", "interpolation")
 DEFAULT_OUTPUTS = {"grid": "grid.png", "folder": "folder", "interpolation": "interpolation.png"}  # in <run>/samples

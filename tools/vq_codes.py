@@ -24,11 +24,11 @@ from absl import app, flags  # noqa: E402
 import hit  # noqa: E402,F401  (before TensorFlow: it sets TensorFlow's environment, see hit/__init__.py)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from hit.inference import runs, sampling  # noqa: E402
 from hit.core.console import keep_project_lines  # noqa: E402
+from hit.core.errors import one_line  # noqa: E402
 from hit.data import image_folder  # noqa: E402
 from hit.data.preprocessing import preprocess  # noqa: E402
-from hit.core.errors import one_line  # noqa: E402
+from hit.inference import runs, sampling  # noqa: E402
 
 BATCH_SIZE = 64  # images or code grids per model call
 

@@ -34,16 +34,16 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hit.inference import sampling
-from hit.configs import parse_gin
-from hit.data.pipeline import DataSource
 from hit.core.files import write_atomically
+from hit.core.gin_bindings import parse_bindings
+from hit.core.images import image_grid, to_uint8
+from hit.data.pipeline import DataSource
 from hit.eval.evaluator import Evaluator
 from hit.eval.precision_recall import knn_radii
-from hit.core.images import image_grid, to_uint8
+from hit.inference import sampling
 from hit.tasks.gan import GANTask
-from hit.train.trainer import Trainer
 from hit.train.checkpoints import latest_checkpoint
+from hit.train.trainer import Trainer
 
 GRID_SAMPLES, GAP = 64, 8
 
@@ -190,8 +190,8 @@ def compare(runs, marks, output_dir, gin_params=(), weights_path="runs/demo_clas
     rows, grids = [], []
     for run in runs:
         gin.clear_config()
-        parse_gin(list(run.gin_files), list(gin_params) + (["Trainer.train_steps = 1000000000"]
-                                                            if until_last_mark else []))
+        parse_bindings(list(run.gin_files), list(gin_params) + (["Trainer.train_steps = 1000000000"]
+                                                                 if until_last_mark else []))
         evaluator = Evaluator(model_dir=output_dir, protocol="demo_classifier", weights_path=weights_path,
                               num_samples=num_samples, batch_size=batch_size,
                               inception_split=min(1000, num_samples), kid_samples=coverage_samples, seed=seed)

@@ -1,4 +1,4 @@
-"""Errors users read: one line each (DEVELOPERS.md)."""
+"""Errors users read: one line each (docs/architecture.md, "Errors")."""
 
 import re
 

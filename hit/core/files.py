@@ -1,5 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never a part (DEVELOPERS.md: a crash never
-loses data)."""
+"""Atomic file writes: a reader sees the old file or the new one, never a part (docs/architecture.md,
+"Errors": a crash never loses data)."""
 
 import os
 

@@ -1,5 +1,6 @@
 """Stateless randomness: every random draw inside a step is keyed by values such as (seed, step, index), so a
-run replays bit-identically after a resume (DESIGN.md).
+run replays bit-identically after a resume (docs/architecture.md,
+"Seeds").
 
 Each key starts from a domain tag, so the input pipeline's draws ("data": (seed, start step, element)) and the
 training step's ("step": (seed, step, stream)) never share a key, even where their values coincide.

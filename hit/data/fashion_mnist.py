@@ -2,7 +2,7 @@
 
 Debian ships the full set as IDX files under /usr/share/datasets/fashion-mnist (`apt-get install
 dataset-fashion-mnist`). Their .gz bytes differ from upstream, so TFDS's checksums reject them; we read the IDX
-format directly (ecosystem facts 5). The 28x28 images are zero-padded to 32x32 (2 pixels each side).
+format directly. The 28x28 images are zero-padded to 32x32 (2 pixels each side).
 """
 
 import gzip

@@ -1,4 +1,5 @@
-"""FFHQ from NVIDIA's multi-resolution TFRecords (`ffhq-r{log2(res):02d}.tfrecords`; facts 5.2).
+"""FFHQ from NVIDIA's multi-resolution TFRecords (`ffhq-r{log2(res):02d}.tfrecords`; official hit-gan
+utils/datasets.py `FFHQ`).
 
 Each record holds a raw uint8 CHW `data` feature and its `shape`. The official runs train on the first 70k
 records and evaluate on the first 50k. Records whose byte count does not match their shape are dropped.

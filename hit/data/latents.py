@@ -1,4 +1,5 @@
-"""Latent data sets (GAT facts 3, 5.5): SD-VAE posterior moments per image, in sharded TFRecords.
+"""Latent data sets (REPA's preprocessing, which official GAT's README prescribes): SD-VAE posterior moments per
+image, in sharded TFRecords.
 
 tools/extract_latents.py writes them; this module owns the format and reads it for training.
 
@@ -13,7 +14,7 @@ of the image, float16 by default) and the same fields of the horizontally flippe
 "dino_cls_flip", "dino_patches_flip").
 
 Reading for training samples a posterior latent per element and step, z = (mean + std * eps) * 0.18215 with eps
-keyed by (seed, start step, element), as GAT does every step (facts 3).
+keyed by (seed, start step, element), as GAT does every step (official train.py `sample_posterior`).
 
 Opening a set checks it cheaply (a stat and a sidecar per shard, no records read): every shard of latents.json's
 num_images is there with the size and record count its sidecar recorded (shards written before sidecars: present,
@@ -28,8 +29,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from hit.models.sd_vae import SCALE_FACTOR, sample_latents
 from hit.core.seeds import stateless_seed
+from hit.models.latent_space import SCALE_FACTOR, sample_latents
 
 METADATA = "latents.json"
 SHARD = "latents-{:05d}.tfrecord"

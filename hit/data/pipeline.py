@@ -1,4 +1,5 @@
-"""Input pipelines (facts 5.2): one configured data source, read for training or for evaluation.
+"""Input pipelines (official hit-gan utils/dataset_utils.py): one configured data source, read for training or for
+evaluation.
 
 Training, per input pipeline: source -> shard -> shuffle (seeded) -> repeat -> decode, crop, resize, flip
 -> per-replica batches (drop_remainder) -> prefetch. Randomness (shuffle, crop, flip) derives from
@@ -19,11 +20,11 @@ import gin
 from absl import logging
 import tensorflow as tf
 
+from hit.core.images import to_uint8
+from hit.core.seeds import stateless_seed
 from hit.data import fashion_mnist, ffhq_tfrecords, image_folder, latents, tfds_source
 from hit.data.preprocessing import preprocess
 from hit.data.random_images import random_images
-from hit.core.images import to_uint8
-from hit.core.seeds import stateless_seed
 
 IMAGE_SOURCES = ("random", "fashion_mnist", "folder", "ffhq", "imagenet2012", "celeb_a_hq")
 SOURCES = IMAGE_SOURCES + ("latents",)  # latents: tools/extract_latents.py's TFRecords (hit.data.latents)

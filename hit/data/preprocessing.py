@@ -1,5 +1,6 @@
-"""Per-image preprocessing (facts 5.2): crop, bicubic antialiased resize, flip, values in [-1, 1]; and ADM's centre
-crop, with which GAT's latent data sets are made (GAT facts 3).
+"""Per-image preprocessing (official hit-gan utils/dataset_utils.py, utils/data_utils.py): crop, bicubic antialiased
+resize, flip, values in [-1, 1]; and ADM's centre crop, with which GAT's latent data sets are made (REPA's
+preprocessing, which official GAT's README prescribes).
 
 Crops keep the aspect ratio: a square of side `crop_proportion * shorter side`, at a random position for
 training and centred for evaluation (ImageNet: 0.875, paper Sec. 4.1); "fixed" resizes the whole image.

@@ -1,4 +1,5 @@
-"""TFDS data sets of the paper: imagenet2012 and celeb_a_hq/<res> (both need a manual download; facts 5.2).
+"""TFDS data sets of the paper: imagenet2012 and celeb_a_hq/<res> (both need a manual download; official hit-gan
+utils/datasets.py `TFDSBuilder`).
 
 Prepared data is read from `data_dir`; if it is not prepared and `manual_dir` holds the downloaded archives,
 it is prepared first. Images stay encoded until after the shuffle (less memory per buffered element).

@@ -1,4 +1,5 @@
-"""The evaluation job (facts 5.3): FID, IS and KID of the EMA generator for each new checkpoint.
+"""The evaluation job (as hit-gan trainers/base_trainer.py `evaluate`): FID, IS and KID of the EMA generator for each
+new checkpoint.
 
 Real statistics are computed once from the eval split and cached (mean and covariance sums, plus a bounded
 sample of features for KID). Fakes are G_ema(z, training=False) clipped to [-1, 1], not quantised, as the
@@ -28,14 +29,15 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from hit.core.files import write_atomically
+from hit.core.images import image_grid, to_uint8
+from hit.core.progress import Progress
 from hit.core.seeds import seed_range
 from hit.eval.fid import (RunningInceptionScore, RunningStatistics, fid_from_statistics, kernel_inception_distance,
                           load_reference_batch)
 from hit.eval.inception import make_feature_extractor, weights_name
 from hit.eval.precision_recall import precision_recall
-from hit.core.files import write_atomically
-from hit.core.images import image_grid, to_uint8
-from hit.core.progress import Progress
+from hit.eval.reconstruction import is_autoencoder, reconstruction_quality
 from hit.models.samples import is_conditional, seed_images
 from hit.train.checkpoints import (DamagedCheckpointError, check_model_variables, checkpoint_step, checkpoints_in,
                                   make_checkpoint, restore)
@@ -43,24 +45,7 @@ from hit.train.checkpoints import (DamagedCheckpointError, check_model_variables
 LOWER_IS_BETTER = {"fid": True, "kid": True, "inception_score": False, "psnr": False, "ssim": False,
                    "precision": False, "recall": False}
 RECONSTRUCTION_METRICS = ("psnr", "ssim")  # autoencoders only
-# tf.image.psnr is inf for identical images; each image's PSNR is capped here so that the mean, TensorBoard and
-# the JSON files (json.dumps(inf) writes Infinity, which is not JSON) stay finite. 100 dB is an RMS error of
-# 2e-5 on [-1, 1], far below uint8 rounding (at most ~59 dB): only an exact copy reaches it.
-PSNR_CAP_DB = 100.0
 WAIT_LOG_SECONDS = 600  # the eval job says it is still waiting this often
-
-
-def is_autoencoder(model):
-    """Duck typing: a model with encode and decode methods (VQ-HiT) is evaluated by reconstruction."""
-    return callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
-
-
-def reconstruction_quality(inputs, reconstructions):
-    """Per-image (PSNR capped at PSNR_CAP_DB, SSIM) of [-1, 1] images [B, H, W, C]. Both are computed on the images
-    mapped to [0, 1] with max_val 1, equal to max_val 255 on [0, 255] images (the usual convention) up to uint8
-    rounding. PSNR is the same as max_val 2 on [-1, 1]; SSIM is not (its luminance term is not shift-invariant)."""
-    a, b = (tf.cast(x, tf.float32) * 0.5 + 0.5 for x in (inputs, reconstructions))
-    return tf.minimum(tf.image.psnr(a, b, max_val=1.0), PSNR_CAP_DB), tf.image.ssim(a, b, max_val=1.0)
 
 
 @gin.configurable(module="hit.eval")
@@ -232,7 +217,7 @@ class Evaluator:
             tf.summary.image("eval/input_reconstruction" if autoencoder else "eval/real_fake", panel[None])
         self.writer.flush()
         settings = {}
-        if is_conditional(generator):  # what the numbers depend on, beside them (GAT facts 2.2, 3)
+        if is_conditional(generator):  # what the numbers depend on, beside them (docs/fidelity.md, GAT)
             settings = {"truncation_psi": self.truncation_psi, "decoder": getattr(generator, "decoder", None)}
         logging.info("eval step %d | %s (%s)", step, " ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
                      ", ".join([self.protocol] + [f"{k} {v}" for k, v in settings.items()]))

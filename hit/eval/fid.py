@@ -1,4 +1,5 @@
-"""Fréchet distance, Inception Score and KID from streamed statistics (paper Sec. 4.1; facts 5.3).
+"""Fréchet distance, Inception Score and KID from streamed statistics (paper Sec. 4.1; official hit-gan
+utils/inception_utils.py).
 
 Features arrive batch by batch: RunningStatistics keeps n, the sum and the sum of outer products in float64,
 so 50k x 2048 features are never held at once. The covariance is the unbiased one (n - 1), as the official

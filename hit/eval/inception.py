@@ -1,6 +1,6 @@
 """Feature extractors for FID / IS, all loaded from local files (nothing is downloaded).
 
-Two Inception protocols (facts 5.3; ecosystem facts 4):
+Two Inception protocols (official hit-gan utils/inception_utils.py; TF-GAN's eval/inception_metrics.py):
   "keras_inception"  the paper's: keras.applications.InceptionV3 with the Keras ImageNet weights file
                      (inception_v3_weights_tf_dim_ordering_tf_kernels.h5), bilinear resize to 299 without
                      antialiasing, [-1, 1] input; `avg_pool` (2048) for FID, the 1000 logits for IS. This is what

@@ -2,7 +2,7 @@
 
 Kynkäänniemi, Karras, Laine, Lehtinen and Aila 2019, "Improved Precision and Recall Metric for Assessing
 Generative Models" (NeurIPS), as the ADM evaluation suite (guided-diffusion's evaluations/evaluator.py) applies
-it to Inception pool features with k = 3 (GAT facts 3 and 6 report recall this way).
+it to Inception pool features with k = 3 (the GAT paper reports recall this way).
 
 Each set approximates its manifold by a union of balls: around every feature vector a ball whose radius is the
 distance to its k-th nearest neighbour within the same set, the point itself excluded. Precision is the share

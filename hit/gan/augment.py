@@ -1,5 +1,5 @@
-"""DiffAugment for bCR (hit_official_facts §4) and for GAT's latents (GAT facts 5.6) in core TensorFlow: stateless,
-static shapes, XLA-compilable.
+"""DiffAugment for bCR (official hit-gan utils/diff_augment.py) and for GAT's latents (official GAT
+losses/diffaug.py) in core TensorFlow: stateless, static shapes, XLA-compilable.
 
 Images are NHWC floats in [-1, 1]. The official policy "color,translation,cutout" does, per sample, in this order:
     brightness   x + U(-0.5, 0.5)
@@ -13,9 +13,10 @@ the official policy has none. Nothing is clipped afterwards, as in the official 
 GAT applies "color,translation,cutout,flip" to 4-channel latents (or to each of its four levels, with the same
 parameters), with flip probability 0.4 and the brightness shift on half of the samples.
 
-DESIGN.md: "each op returns its parameters so they can be replayed". `draw_augment_params` returns per-sample
-tensors (axis 0 is the sample), `apply_augment` applies them, and `slice_params` cuts one replica's rows out of
-parameters drawn for the global batch.
+Each op's parameters are drawn apart from its application, so they can be replayed (GAT's aR1 / aR2 reuse them;
+docs/architecture.md, "Seeds"). `draw_augment_params` returns per-sample tensors (axis 0 is the sample),
+`apply_augment` applies them, and `slice_params` cuts one replica's rows out of parameters drawn for the global
+batch.
 
 Every draw is a pure function of a [2] integer seed, bit-identical with and without `jit_compile=True`: Philox
 and floats from 24 random integer bits (hit.core.seeds explains why).
@@ -193,8 +194,8 @@ def draw_augment_params(seed, batch_size, height, width, policy=DEFAULT_POLICY, 
 
     Returns a dict with, for the ops in the policy: brightness, saturation, contrast ([B] float32),
     translation ([B, 2] int32 (dy, dx)), cutout_center ([B, 2] int32 (cy, cx)), flip ([B] bool).
-    brightness_probability < 1 shifts only that fraction of the samples (the others get 0): GAT's colour op,
-    "for 50% of samples, add U(-0.5, 0.5)" (GAT facts 5.6); HiT's DiffAugment shifts every sample.
+    brightness_probability < 1 shifts only that fraction of the samples (the others get 0): our reading of GAT's colour
+    op (docs/fidelity.md, GAT); HiT's DiffAugment shifts every sample.
     """
     if not (0.0 <= flip_probability <= 1.0 and 0.0 <= brightness_probability <= 1.0):
         raise ValueError(f"augmentation probabilities must be in [0, 1], got flip {flip_probability}, "

@@ -1,4 +1,5 @@
-"""Exponential moving average of a model's variables (facts 2.7): an EMA generator for evaluation.
+"""Exponential moving average of a model's variables (official hit-gan utils/moving_averages.py): an EMA
+generator for evaluation.
 
 Every variable is averaged, BatchNorm statistics included (Keras's optimizer `use_ema` covers trainable ones
 only). Variables are paired by path below the model's name, so the EMA model may have another name, and a
@@ -6,7 +7,7 @@ mismatch between the two models is a one-line error.
 
 `update` is meant for the replica step (GANTask calls it, XLA-compiled, inside `strategy.run`): Keras 3 variables
 have no aggregation, so an assignment in a replica writes that replica's copy, with no `merge_call` (the
-official code's crash under MirroredStrategy, facts 5.1) and no transfer to the host (what a cross-replica
+official code's crash under MirroredStrategy, hit-gan issue #1) and no transfer to the host (what a cross-replica
 update costs on a TPU). Every replica computes the same values, so the copies stay identical. It also works in
 cross-replica context, where it writes every copy.
 """

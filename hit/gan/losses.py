@@ -1,4 +1,5 @@
-"""Adversarial losses as pure functions of the discriminator's logits (paper A.4, facts 4; GAT facts 5.3)."""
+"""Adversarial losses as pure functions of the discriminator's logits (paper A.4 eqs. (2)-(3); official GAT
+losses/Rp_PT_loss.py)."""
 
 import tensorflow as tf
 
@@ -27,7 +28,8 @@ def generator_loss(fake_logits, loss_type="non_saturating"):
 
 
 def relativistic_discriminator_loss(real_logits, fake_logits):
-    """RpGAN (GAT facts 5.3, as R3GAN): mean softplus(-(D(x) - D(G(z)))), reals and fakes paired by index."""
+    """RpGAN (official GAT `RpGANPTLoss`, as R3GAN): mean softplus(-(D(x) - D(G(z)))), reals and fakes paired by
+    index."""
     return tf.reduce_mean(tf.nn.softplus(-(real_logits - fake_logits)))
 
 

@@ -1,4 +1,5 @@
-"""Multi-level Noise-perturbed image Guidance (MNG; GAT facts 4): what the discriminator sees of GAT's four levels.
+"""Multi-level Noise-perturbed image Guidance (MNG; official GAT losses/Rp_PT_loss.py
+`info_per_layer`, `apply_gaussian_list_cumulative`): what the discriminator sees of GAT's four levels.
 
 G's four accumulated outputs x_1..x_4 (shallow to deep) are each perturbed rectified-flow style,
 
@@ -46,12 +47,6 @@ def perturb(levels_stack, noise, levels=NOISE_LEVELS):
     """x~_k = (1 - t_k) x_k + n_k for [L, B, H, W, C] levels and noise of the same shape."""
     signal = tf.reshape(tf.constant([1.0 - t for t in levels], levels_stack.dtype), [-1, 1, 1, 1, 1])
     return signal * levels_stack + tf.cast(noise, levels_stack.dtype)
-
-
-def stack_levels(levels_stack):
-    """[L, B, H, W, C] -> [B, H, W, L * C], channel = level * C + c (D's input layout)."""
-    levels, batch, height, width, channels = levels_stack.shape
-    return tf.reshape(tf.transpose(levels_stack, [1, 2, 3, 0, 4]), [batch, height, width, levels * channels])
 
 
 def copies(x, num_levels=NUM_LEVELS):

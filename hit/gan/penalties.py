@@ -1,5 +1,6 @@
-"""Discriminator regularisers: the R1 gradient penalty (paper eq. (2)), bCR (Sec. 4.2, facts 4) and GAT's
-finite-difference approximations of R1 and R2 (GAT facts 5.4)."""
+"""Discriminator regularisers: the R1 gradient penalty (paper eq. (2)), bCR (Sec. 4.2; official hit-gan
+trainers/gan_trainer.py) and GAT's finite-difference approximations of R1 and R2 (official GAT
+losses/Rp_PT_loss.py `approximated_gradient_penalty`)."""
 
 import tensorflow as tf
 
@@ -27,7 +28,8 @@ def r1_penalty(discriminator, real_images, loss_scale=None):
 
 
 def consistency_loss(discriminator, real_images, fake_images, real_logits, fake_logits, augment):
-    """bCR: ||D(x) - D(T(x))||^2 + ||D(G(z)) - D(T(G(z)))||^2, batch means (Zhao et al. 2020; facts 4).
+    """bCR: ||D(x) - D(T(x))||^2 + ||D(G(z)) - D(T(G(z)))||^2, batch means (Zhao et al. 2020; hit-gan
+    trainers/gan_trainer.py).
 
     T is `augment(images) -> augmented images` with independent draws per sample. The augmented images are
     stop-gradient'ed (nothing reaches G through bCR); D runs once on [T(x); T(G(z))]; both sides of each MSE
@@ -42,9 +44,9 @@ def consistency_loss(discriminator, real_images, fake_images, real_logits, fake_
 
 
 def approximate_gradient_penalty(logits, perturbed_logits, sigma=0.01):
-    """aR1 / aR2 (GAT facts 5.4): mean ((D(x~) - D(x~')) / sigma)^2, x~' built from the clean input plus
-    N(0, sigma^2) with the same augmentation and MNG noise. Since E[(eps . grad D)^2] = |grad D|^2 for
-    eps ~ N(0, I), it estimates R1 (reals) or R2 (fakes) without a double backward. Computed in float32 (the
-    difference is divided by sigma^2 = 1e-4); gradients flow through both logits."""
+    """aR1 / aR2 (official GAT `RpGANPTLoss.approximated_gradient_penalty`): mean ((D(x~) - D(x~')) / sigma)^2,
+    x~' built from the clean input plus N(0, sigma^2) with the same augmentation and MNG noise. Since
+    E[(eps . grad D)^2] = |grad D|^2 for eps ~ N(0, I), it estimates R1 (reals) or R2 (fakes) without a double
+    backward. Computed in float32 (the difference is divided by sigma^2 = 1e-4); gradients flow through both logits."""
     difference = tf.cast(logits, tf.float32) - tf.cast(perturbed_logits, tf.float32)
     return tf.reduce_mean(tf.square(difference / sigma))

@@ -1,5 +1,5 @@
-"""REPA on GAT's discriminator (GAT facts 2.3, 5.5): D's final class and patch tokens, through a projector, are
-aligned with frozen DINOv2 ViT-B/14 features of the same real image.
+"""REPA on GAT's discriminator (official GAT models/discriminator.py `build_mlp`, losses/Rp_PT_loss.py): D's final
+class and patch tokens, through a projector, are aligned with frozen DINOv2 ViT-B/14 features of the same real image.
 
     L_REPA = mean over the batch of (1 - cos(P(h_cls), dino_cls)) + mean over patches (1 - cos(P(h_i), dino_i))
 

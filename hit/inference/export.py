@@ -17,7 +17,7 @@ have shape [batch, latent_dim]" ("seed must have shape [batch]", "label must hav
 checks values: "z must be finite (no NaN or Inf)" (else black images) and "label must be a class in [0, K)" (an
 embedding wraps -1 to class K - 1). A wrong dtype is rejected against the signature everywhere.
 
-A VQ-HiT autoencoder (hit.models.VQHiT, resolution R, C channels, a g x g grid of K codes) exports instead:
+A VQ-HiT autoencoder (hit.models.vq_hit.VQHiT, resolution R, C channels, a g x g grid of K codes) exports instead:
     serving_default, reconstruct  images uint8 [batch, R, R, C] -> images uint8 [batch, R, R, C], codes int32
     encode                        images uint8 [batch, R, R, C] -> codes  int32 [batch, g, g]
     decode                        codes  int32 [batch, g, g]    -> images uint8 [batch, R, R, C]
@@ -159,7 +159,8 @@ def export_generator(generator, export_dir, version, conditional=None):
 
 
 class AutoencoderSignatures:
-    """The endpoints of a VQ-HiT autoencoder (hit.models.VQHiT): AUTOENCODER_SIGNATURES in the module docstring."""
+    """The endpoints of a VQ-HiT autoencoder (hit.models.vq_hit.VQHiT): AUTOENCODER_SIGNATURES in the module
+    docstring."""
 
     def __init__(self, model):
         self.model = model

@@ -1,5 +1,6 @@
-"""Writing latent data sets (GAT facts 3): images of any hit.data source -> SD-VAE moments (+ DINOv2 features) in
-resumable TFRecord shards, in the format of hit.data.latents. tools/extract_latents.py is its command line.
+"""Writing latent data sets (REPA's preprocessing, which official GAT's README prescribes): images of any hit.data
+source -> SD-VAE moments (+ DINOv2 features) in resumable TFRecord shards, in the format of hit.data.latents.
+tools/extract_latents.py is its command line.
 
 Images are read in the split's own order (DataSource.ordered_images), cut to the resolution with ADM's centre crop
 ("adm", GAT's recipe) or our pipelines' ("center"), encoded in batches under a tf.distribute strategy (the global
@@ -16,11 +17,11 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from hit.core.images import to_uint8
+from hit.core.progress import Progress
 from hit.data import latents
 from hit.data.preprocessing import adm_center_crop, preprocess
-from hit.core.images import to_uint8
-from hit.models.sd_vae import SCALE_FACTOR
-from hit.core.progress import Progress
+from hit.models.latent_space import SCALE_FACTOR
 
 CROPS = ("adm", "center")
 

@@ -12,29 +12,29 @@ import os
 import gin
 import tensorflow as tf
 
-from hit.configs import register_configurables
 from hit.core.errors import one_line
 from hit.data.pipeline import DataSource
 from hit.models.presets import get_generator, get_vqhit
 from hit.tasks.gan import GANTask
 from hit.tasks.gat import GATTask
 from hit.tasks.vqhit import VQHiTTask
+from hit.train import trainer  # noqa: F401 (registers Trainer: its `task` binding says what a run trained)
 from hit.train.checkpoints import (DamagedCheckpointError, check_model_variables, latest_checkpoint, make_checkpoint,
                                   restore)
 
 GENERATORS = ("ema_generator", "generator")
 
+
 def _read_run_config(model_dir, what, read):
     """read() while the run's config.gin is parsed; `what` it reads names it in error messages.
 
-    hit.main.parse_gin is not used: importing hit.main defines its flags (--model_dir, --mode), which would
-    clash with a tool's own. Bindings of configurables not imported here are skipped. Clears gin.
+    hit.configs.parse_gin is not used: it refuses unknown keys and finalizes gin, while a run's config.gin is read
+    leniently (bindings of unknown configurables are skipped). Clears gin.
     """
     path = os.path.join(model_dir, "config.gin")
     if not tf.io.gfile.exists(path):
         raise ValueError(f"no config.gin in {model_dir}: cannot tell what the run trained")
     gin.clear_config()
-    register_configurables()
     try:
         gin.parse_config_files_and_bindings([path], [], finalize_config=False, skip_unknown=True)
         return read()
@@ -166,7 +166,7 @@ def load_generator(model_dir=None, checkpoint=None, which="ema_generator", prese
 
 
 def load_autoencoder(model_dir=None, checkpoint=None, preset=None):
-    """The VQ-HiT autoencoder (hit.models.VQHiT) a VQHiTTask run trained, with the checkpoint's "model" restored.
+    """The VQ-HiT autoencoder (hit.models.vq_hit.VQHiT) a VQHiTTask run trained, with the checkpoint's "model" restored.
 
     model_dir / checkpoint: as load_generator's. preset: with neither, a freshly initialised VQ-HiT of this preset.
     Raises a one-line ValueError for a missing checkpoint or config.gin, a GAN run, or an incomplete restore.

@@ -1,1 +1,1 @@
-"""Keras layers of HiT, one paper concept per module (see DESIGN.md)."""
+"""Keras layers of HiT, one paper concept per module (see docs/architecture.md)."""

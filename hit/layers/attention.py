@@ -5,10 +5,10 @@ positions inside a block, so attention along axis 2 is *regional* and along axis
 of heads attends along its own axes and the groups are concatenated on the head axis before the output
 projection ("combine attentions within heads", Alg. 2).
 
-Projections follow the official code (facts 2.4): Q is C -> (heads, head_dim); in multi-query attention
-(MQA, Appendix A.1 / Table 8) K and V are one shared head C_kv -> head_dim used by every head on every axis;
-multi-head attention (MHA) gives K and V their own heads. All four projections have biases, logits are
-scaled by 1/sqrt(head_dim), and the softmax runs over the key positions.
+Projections follow the official code (hit-gan models/layers.py `MultiAxisAttention`): Q is C -> (heads, head_dim);
+in multi-query attention (MQA, Appendix A.1 / Table 8) K and V are one shared head C_kv -> head_dim used by every
+head on every axis; multi-head attention (MHA) gives K and V their own heads. All four projections have biases,
+logits are scaled by 1/sqrt(head_dim), and the softmax runs over the key positions.
 """
 
 import keras
@@ -163,7 +163,8 @@ class MultiAxisAttention(_ProjectedAttention):
 
 
 class CrossAttention(_ProjectedAttention):
-    """Every position of x attends to all latent tokens, with all heads (Sec. 3.3, facts 2.3 step 3).
+    """Every position of x attends to all latent tokens, with all heads (Sec. 3.3; hit-gan models/generators.py
+    `Block`).
 
     Queries come from x (B, M, N, C), keys and values from the tokens (B, T, C_kv) shared by all stages.
     The layout of x (blocked or not) does not change the result.

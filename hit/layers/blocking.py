@@ -1,6 +1,7 @@
 """Feature blocking and unblocking, paper Algorithm 3.
 
-Index convention (facts 2.3 step 2): for a block size p on an (H, W) map,
+Index convention (Alg. 3's space_to_depth + reshape, as hit-gan models/generators.py `block_images`):
+for a block size p on an (H, W) map,
     blocked[b, g, q, c] = x[b, gi * p + di, gj * p + dj, c],  g = gi * (W / p) + gj,  q = di * p + dj.
 Axis 1 says which block (grid position), axis 2 the position inside the block, so attention along axis 2
 is regional (inside a block) and attention along axis 1 is dilated (same offset across blocks), Sec. 3.2.

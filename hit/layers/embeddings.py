@@ -1,4 +1,5 @@
-"""Learnable position embeddings and the two projections of the latent code (Alg. 1, facts 2.2)."""
+"""Learnable position embeddings and the two projections of the latent code (Alg. 1; official hit-gan
+models/generators.py `HiTGenerator`)."""
 
 import keras
 
@@ -7,7 +8,8 @@ from hit.layers.normalization import Norm
 
 
 class PositionEmbedding(keras.layers.Layer):
-    """x + P, P learnable with x's shape (without the batch axis), TruncatedNormal(0.02) (facts 2.3)."""
+    """x + P, P learnable with x's shape (without the batch axis), TruncatedNormal(0.02) (hit-gan models/layers.py
+    `PositionEmbedding`)."""
 
     def build(self, input_shape):
         self.embedding = self.add_weight(
@@ -38,7 +40,8 @@ class LatentEmbedding(keras.layers.Layer):
     """Z = norm(Linear(z) + P_Z): the latent tokens every cross-attention reads (Sec. 3.3).
 
     Algorithm 1 writes ReShape_{8x8}; the official code makes 16 tokens, as wide as stage 1, and normalises
-    them with the generator's norm (BatchNorm) after adding P_Z. We follow the official code (facts 2.2).
+    them with the generator's norm (BatchNorm) after adding P_Z. We follow the official code (hit-gan
+    models/generators.py).
     The tokens are computed once and shared unchanged by all stages.
     """
 

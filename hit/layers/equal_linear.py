@@ -1,11 +1,12 @@
-"""EqualLinear: a linear layer with a learning-rate multiplier, StyleGAN-style (GAT facts 2.2, 2.3, 9).
+"""EqualLinear: a linear layer with a learning-rate multiplier, StyleGAN-style (official GAT
+models/custom_layers.py `EqualLinear`).
 
     y = x @ (lr * W) + lr * b,   W initialised xavier-uniform with gain 1 / lr, b with 0
 
 The multiplier acts in `call()`, so the gradient of the stored W and b carries the factor lr too: with Adam (whose
 step does not depend on the gradient's scale) the effective weight lr * W moves lr times as fast as a plain
 Linear's would, while the gain-1/lr init makes lr * W start as a plain xavier-initialised weight. A separate
-optimizer learning rate cannot reproduce this (facts 2.2, "Keras note"). GAT uses lr = 0.01 in G's mapping network
+optimizer learning rate cannot reproduce this. GAT uses lr = 0.01 in G's mapping network
 and D's class-embedding MLP.
 """
 

@@ -1,4 +1,4 @@
-"""The one initializer HiT's generator uses (facts 2.2 and 8.4)."""
+"""The one initializer HiT's generator uses (official hit-gan models/generators.py, models/layers.py)."""
 
 import keras
 

@@ -1,4 +1,5 @@
-"""Feed-forward networks: HiT's two-layer MLP (Appendix A.1 eq. (1)) and GAT's SwiGLU (GAT facts 2.2)."""
+"""Feed-forward networks: HiT's two-layer MLP (Appendix A.1 eq. (1)) and GAT's SwiGLU (official GAT
+models/swiglu_ffn.py `SwiGLUFFN`)."""
 
 import keras
 import tensorflow as tf
@@ -14,7 +15,8 @@ class MLP(keras.layers.Layer):
     """Dense(C -> ratio*C, GELU) -> Dense(ratio*C -> C), plus `residual` if given.
 
     The paper writes max(0, .) (ReLU) in eq. (1); the official generator passes the exact (erf) GELU,
-    which we follow (facts 2.4). Dropout is 0 in every official run and is therefore left out.
+    which we follow (hit-gan models/generators.py `Block`). Dropout is 0 in every official run and is therefore
+    left out.
     """
 
     def __init__(self, channels, ratio=4, **kwargs):
@@ -42,14 +44,16 @@ class MLP(keras.layers.Layer):
 
 
 def swiglu_hidden_dim(channels, mlp_ratio=4.0):
-    """GAT's SwiGLU hidden width: int(2/3 * int(ratio * C)) as the official blocks compute it (facts 2.1):
+    """GAT's SwiGLU hidden width: int(2/3 * int(ratio * C)) as the official blocks compute it (official GAT
+    models/generator.py `GATBlock`):
     1024, 2048, 2730, 3072 for C = 384, 768, 1024, 1152."""
     return int(2 / 3 * int(channels * mlp_ratio))
 
 
 class SwiGLU(keras.layers.Layer):
-    """GAT's feed-forward network (facts 2.2; DINOv2's SwiGLUFFN): w12: C -> 2h, split in halves (a, b) in that
-    order, silu(a) * b, w3: h -> C; both Linear with bias, xavier-uniform (Keras' glorot_uniform) and zero biases."""
+    """GAT's feed-forward network (official GAT models/swiglu_ffn.py, DINOv2's SwiGLUFFN): w12: C -> 2h, split in
+    halves (a, b) in that order, silu(a) * b, w3: h -> C; both Linear with bias, xavier-uniform (Keras'
+    glorot_uniform) and zero biases."""
 
     def __init__(self, channels, hidden_dim, **kwargs):
         super().__init__(**kwargs)

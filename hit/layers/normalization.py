@@ -1,4 +1,5 @@
-"""Normalization of the pre-norm blocks (Appendix A.1, Table 8 left; facts 2.5).
+"""Normalization of the pre-norm blocks (Appendix A.1, Table 8 left; official hit-gan
+models/layers.py `make_norm_layer`).
 
 The official generator uses Keras 2's BatchNormalization on TPU cores that each see 8 images. Two details of
 that set-up are not Keras 3's defaults, and `GroupedBatchNormalization` restores both:
@@ -112,7 +113,7 @@ def make_norm(norm_type, name):
     return Norm(norm_type).make(name)
 
 
-# ---- RMSNorm (GAT, facts 2.2-2.3) -------------------------------------------------------------------------------
+# ---- RMSNorm (GAT: official models/generator.py, models/discriminator.py) -------------------------------------
 # torch.nn.RMSNorm: x * rsqrt(mean(x^2, last axis) + eps) [* weight]. keras.layers.RMSNormalization computes exactly
 # that (in at least float32, cast back to the input's dtype; weight "scale", initialised to ones), so the affine
 # RMSNorms use it and the parameter-free ones call `rms_norm`.

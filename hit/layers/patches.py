@@ -1,4 +1,5 @@
-"""Patches of a latent grid (GAT facts 2.2, 2.3, 9): D's patch embedding and G's unpatchify, one layout for both.
+"""Patches of a latent grid: D's patch embedding and G's unpatchify, one layout for both (official GAT
+models/discriminator.py `GATD`, models/generator.py `GAT.unpatchify`).
 
 A p x p patch at grid position (row, col) of an NHWC map is token t = row * g + col (row-major); a token's p*p*c
 vector is laid out (p_row, p_col, channel), the order of the official unpatchify and of a Conv2D kernel's

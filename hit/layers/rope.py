@@ -1,5 +1,6 @@
-"""GAT's fixed 2-D position encodings (facts 2.2-2.4): the absolute sin-cos table added to the tokens, and the
-rotary embedding (RoPE) applied to queries and keys. Neither is a weight: both are NumPy constants.
+"""GAT's fixed 2-D position encodings (official GAT models/pos_embed.py, `get_2d_sincos_pos_embed` in
+models/generator.py): the absolute sin-cos table added to the tokens, and the rotary embedding (RoPE) applied to
+queries and keys. Neither is a weight: both are NumPy constants.
 
 Tokens of a g x g grid are flattened row-major: token t = row * g + col.
 
@@ -7,13 +8,13 @@ Sin-cos table (MAE / DiT, `sincos_2d_table`): for a width C, the first C/2 chann
 the last C/2 its *row* (MAE builds its grid with np.meshgrid(w, h), whose first array is the column index). Each
 half is [sin(pos * omega_j) for j < C/4] + [cos(pos * omega_j) for j < C/4], omega_j = 10000^(-j / (C/4)).
 
-RoPE (EVA-02's VisionRotaryEmbeddingFast, facts 2.4, `rope_2d_tables` and `Rotary2D`): with d = head_dim / 2, the
-frequencies are f_j = 10000^(-2j / d), j < d/2, each repeated twice (interleaved); the first d channels of a head
-rotate by row * f, the last d by col * f. Channels pair up as (x0, x1), (x2, x3), ... and each pair turns by its
-angle a: x * cos(a) + rotate_pairs(x) * sin(a), rotate_pairs: (x0, x1) -> (-x1, x0) (GPT-J style, not the
-half-split convention): the pair as the complex number x0 + i x1 times e^{i a}. Only the last g*g tokens turn; D's
-leading [cls] token does not. The official tables are float32 (positions arange(g) / g * g, frequencies, products
-and cos / sin all in float32), and so are these.
+RoPE (EVA-02's VisionRotaryEmbeddingFast in official GAT models/pos_embed.py; `rope_2d_tables` and `Rotary2D`): with
+d = head_dim / 2, the frequencies are f_j = 10000^(-2j / d), j < d/2, each repeated twice (interleaved); the first d
+channels of a head rotate by row * f, the last d by col * f. Channels pair up as (x0, x1), (x2, x3), ... and each
+pair turns by its angle a: x * cos(a) + rotate_pairs(x) * sin(a), rotate_pairs: (x0, x1) -> (-x1, x0) (GPT-J style,
+not the half-split convention): the pair as the complex number x0 + i x1 times e^{i a}. Only the last g*g tokens
+turn; D's leading [cls] token does not. The official tables are float32 (positions arange(g) / g * g, frequencies,
+products and cos / sin all in float32), and so are these.
 """
 
 import keras

@@ -1,4 +1,5 @@
-"""Global multi-head self-attention of GAT's generator and discriminator blocks (facts 2.2, 2.3).
+"""Global multi-head self-attention of GAT's generator and discriminator blocks (official GAT
+models/custom_layers.py `Attention`).
 
     q, k, v = split(qkv(x))                  one Linear C -> 3C with bias; [.., 3, heads, head_dim] order
     q, k = RMSNorm(q), RMSNorm(k)            QK-norm over head_dim, with a learnable scale, eps = float32 eps

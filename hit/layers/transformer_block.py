@@ -30,7 +30,8 @@ class TransformerBlock(keras.layers.Layer):
         if self.attention is not None:
             normed = self.attention_norm(x, training=training)
             if isinstance(self.attention, CrossAttention):
-                # Only the query side is normalised; the tokens already were (facts 2.3 step 3).
+                # Only the query side is normalised; the tokens already were (hit-gan
+                # models/generators.py `Block`).
                 x = x + self.attention(normed, tokens)
             else:
                 x = x + self.attention(normed)

@@ -10,7 +10,7 @@ from hit.layers.normalization import Norm
 class PixelShuffle(keras.layers.Layer):
     """X_{l+1} = Linear(PixelShuffle_{2x2}(X_l)): depth_to_space(2) gives (2H, 2W, C/4), then a Dense to
     the next stage's width (Alg. 1, A.3). The Dense is left out only when C/4 already is that width, as in
-    the official code (facts 2.3 step 7); no shipped configuration does so."""
+    the official code (hit-gan models/layers.py `PixelShuffle`); no shipped configuration does so."""
 
     def __init__(self, in_channels, out_channels, **kwargs):
         super().__init__(**kwargs)
@@ -33,8 +33,8 @@ class PixelShuffle(keras.layers.Layer):
 class SkipToRGB(keras.layers.Layer):
     """I <- UpSampleNN_{2x2}(I) + RGB(X_l) (Alg. 1), RGB = Dense(norm(X_l)) as in the official code.
 
-    No output activation: the generator returns unbounded values and samplers clip to [-1, 1] (facts 2.3
-    step 8).
+    No output activation: the generator returns unbounded values and samplers clip to [-1, 1], as
+    hit-gan trainers/gan_trainer.py clips only its evaluation samples.
     """
 
     def __init__(self, output_channels=3, norm=Norm(), **kwargs):

@@ -28,6 +28,7 @@ import numpy as np
 
 from hit.layers.normalization import Norm
 from hit.models.hit_generator import LatentInput
+from hit.models.symbolic import SymbolicBuild
 
 INITIAL_SIZE = 4  # SAGAN / BigGAN map z to a 4x4 feature map
 
@@ -102,7 +103,7 @@ def validate_config(output_size, latent_dim, channels, attention_resolution, out
         raise ValueError(f"attention at {attention_resolution}x{attention_resolution} needs channels divisible by 8")
 
 
-class ConvNetGenerator(LatentInput, keras.Model):
+class ConvNetGenerator(LatentInput, SymbolicBuild, keras.Model):
     """G(z, training) -> images (B, output_size, output_size, output_channels), float32, no tanh.
 
     channels: widths at 4x4, 8x8, ..., output_size (log2(output_size / 4) + 1 of them); attention_resolution:
@@ -140,11 +141,8 @@ class ConvNetGenerator(LatentInput, keras.Model):
         x = self.to_rgb(keras.ops.relu(self.final_norm(x, training=training)))
         return keras.ops.cast(x, "float32")
 
-    def build_symbolic(self, batch_size=1):
-        """Create every variable by tracing one symbolic call (no computation)."""
-        if not self.built:
-            self(keras.KerasTensor((batch_size, self.latent_dim)))
-        return self
+    def symbolic_input_shapes(self, batch_size):
+        return [(batch_size, self.latent_dim)]
 
     def get_config(self):
         return {**super().get_config(), **self._config}

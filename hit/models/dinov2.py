@@ -1,4 +1,5 @@
-"""Frozen DINOv2 ViT-B/14 (no registers) in Keras 3, the feature extractor of GAT's REPA targets (facts 2.3, 5.5).
+"""Frozen DINOv2 ViT-B/14 (no registers) in Keras 3, the feature extractor of GAT's REPA targets (official
+GAT utils.py `load_encoders`).
 
 The network, with the Hugging Face `facebook/dinov2-base` config as defaults:
 
@@ -10,22 +11,22 @@ The network, with the Hugging Face `facebook/dinov2-base` config as defaults:
     features               (cls, patches) after the final LayerNorm: DINOv2's x_norm_clstoken and
                            x_norm_patchtokens, what REPA aligns to
 
-Weights come from the Hugging Face safetensors file (`load_dinov2`). Its position table is for a 37x37 grid
+Weights come from the Hugging Face safetensors file (hit.models.weights.dinov2_hf.load_dinov2). Its position table is for a 37x37 grid
 (518 px); REPA resamples it once to the 16x16 grid of 224 px with timm's `resample_abs_pos_embed` (bicubic,
 antialias=True; the cls row kept). `tf.image.resize(bicubic, antialias=True)` is that resampling (PIL-style
 kernel, A = -0.5). The model keeps the checkpoint's table as its weight `position_embeddings` (so the parameter
 count is the checkpoint's, 86,580,480 with the unused mask token) and uses `position_table`, the resampled
 copy, computed once when the model is built and again by `resample_positions()` after a load.
 
-Preprocessing (REPA's, facts 5.5): uint8 -> /255 -> ImageNet mean/std -> PyTorch bicubic resize to 224
-(F.interpolate, align_corners=False: A = -0.75, half-pixel centres, borders clamped, no antialias). Both
-steps are affine per channel and every row of the resize matrix sums to 1, so normalising before or after
-the resize gives the same result up to float rounding; this follows REPA's order (normalise first).
+Preprocessing (REPA's, official GAT losses/Rp_PT_loss.py `preprocess_raw_image`): uint8 -> /255 -> ImageNet mean/std
+-> PyTorch bicubic resize to 224 (F.interpolate, align_corners=False: A = -0.75, half-pixel centres, borders
+clamped, no antialias). Both steps are affine per channel and every row of the resize matrix sums to 1, so
+normalising before or after the resize gives the same result up to float rounding; this follows REPA's order
+(normalise first).
 """
 
 import keras
 import numpy as np
-import safetensors.numpy
 import tensorflow as tf
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -191,68 +192,3 @@ class DINOv2(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), **self._config}
-
-
-def hf_weight_map(model):
-    """{Hugging Face Dinov2Model tensor name: (variable, axes permutation from the file's layout or None)}."""
-    linear, conv = (1, 0), (2, 3, 1, 0)  # Linear [out, in] -> [in, out]; Conv2d OIHW -> HWIO
-
-    def pair(prefix, layer, kernel_perm=linear):
-        if isinstance(layer, keras.layers.LayerNormalization):
-            return {f"{prefix}.weight": (layer.gamma, None), f"{prefix}.bias": (layer.beta, None)}
-        return {f"{prefix}.weight": (layer.kernel, kernel_perm), f"{prefix}.bias": (layer.bias, None)}
-
-    names = {
-        "embeddings.cls_token": (model.cls_token, None),
-        "embeddings.mask_token": (model.mask_token, None),
-        "embeddings.position_embeddings": (model.position_embeddings, None),
-        **pair("embeddings.patch_embeddings.projection", model.projection, conv),
-        **pair("layernorm", model.layernorm),
-    }
-    for i, block in enumerate(model.blocks):
-        p = f"encoder.layer.{i}"
-        for field in ("query", "key", "value"):
-            names.update(pair(f"{p}.attention.attention.{field}", getattr(block, field)))
-        names.update({
-            **pair(f"{p}.norm1", block.norm1), **pair(f"{p}.norm2", block.norm2),
-            **pair(f"{p}.attention.output.dense", block.dense),
-            f"{p}.layer_scale1.lambda1": (block.lambda1, None), f"{p}.layer_scale2.lambda1": (block.lambda2, None),
-            **pair(f"{p}.mlp.fc1", block.fc1), **pair(f"{p}.mlp.fc2", block.fc2),
-        })
-    mapped = sorted(id(v) for v, _ in names.values())
-    if mapped != sorted(id(v) for v in model.weights):
-        raise ValueError(f"DINOv2 weight map covers {len(mapped)} tensors but the model has {len(model.weights)}")
-    return names
-
-
-def file_shape(variable, perm):
-    """The shape a variable has in the Hugging Face file."""
-    shape = tuple(variable.shape)
-    return shape if perm is None else tuple(shape[i] for i in np.argsort(perm))
-
-
-def load_weights(model, tensors, source="DINOv2 weights"):
-    """Fill every weight of `model` from {Hugging Face name: array}; every tensor must be used exactly once."""
-    targets = hf_weight_map(model)
-    missing, extra = sorted(set(targets) - set(tensors)), sorted(set(tensors) - set(targets))
-    if missing:
-        raise ValueError(f"{source}: missing {len(missing)} tensor(s), first {missing[0]!r}")
-    if extra:
-        raise ValueError(f"{source}: {len(extra)} unexpected tensor(s), first {extra[0]!r}")
-    for name, (variable, perm) in targets.items():
-        if tuple(tensors[name].shape) != file_shape(variable, perm):
-            raise ValueError(f"{source}: {name!r} expected shape {file_shape(variable, perm)}, got "
-                             f"{tuple(tensors[name].shape)}")
-    for name, (variable, perm) in targets.items():
-        value = tensors[name] if perm is None else np.transpose(tensors[name], perm)
-        variable.assign(value.astype(np.float32))
-    model.resample_positions()
-    return model
-
-
-def load_dinov2(path, **config):
-    """DINOv2 (default: ViT-B/14 for 224 px) with the weights of a Hugging Face Dinov2Model safetensors file,
-    frozen (trainable=False): REPA's targets come from a fixed encoder."""
-    model = load_weights(DINOv2(**config), safetensors.numpy.load_file(str(path)), source=str(path))
-    model.trainable = False
-    return model

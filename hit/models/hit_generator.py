@@ -1,4 +1,5 @@
-"""The HiT generator: Algorithm 1 of the paper, with the official implementation's details (facts 2).
+"""The HiT generator: Algorithm 1 of the paper, with the official implementation's details (hit-gan
+models/generators.py `HiTGenerator`).
 
 z -> X_0 (8x8) and latent tokens Z; then stage l = 0 .. M+N-1 at resolution 8 * 2^l:
     X <- X + P_X                                     position embedding
@@ -23,6 +24,7 @@ from hit.layers.embeddings import InitialFeatureMap, LatentEmbedding, PositionEm
 from hit.layers.normalization import Norm
 from hit.layers.transformer_block import TransformerBlock
 from hit.layers.upsampling import PixelShuffle, SkipToRGB
+from hit.models.symbolic import SymbolicBuild
 
 INITIAL_SIZE = 8  # "HiT starts from an initial feature of size 8 x 8" (Sec. 4.2)
 
@@ -145,7 +147,7 @@ class LatentInput:
         return super().__call__(z, *args, **kwargs)
 
 
-class HiTGenerator(LatentInput, keras.Model):
+class HiTGenerator(LatentInput, SymbolicBuild, keras.Model):
     """G(z, training) -> images (B, output_size, output_size, output_channels), float32, no tanh.
 
     Per-stage lists: channels, num_heads, num_layers (layers after the stage's cross-attention block) and
@@ -199,11 +201,8 @@ class HiTGenerator(LatentInput, keras.Model):
     def call(self, z, training=None):
         return keras.ops.cast(self.stage_outputs(z, training=training)[-1][1], "float32")
 
-    def build_symbolic(self, batch_size=1):
-        """Create every variable by tracing one symbolic call (no computation)."""
-        if not self.built:
-            self(keras.KerasTensor((batch_size, self.latent_dim)))
-        return self
+    def symbolic_input_shapes(self, batch_size):
+        return [(batch_size, self.latent_dim)]
 
     def stage_shapes(self):
         """Per-stage output shapes for batch 1, from a graph trace: [{"features": ..., "image": ...}]."""

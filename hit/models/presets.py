@@ -1,21 +1,22 @@
-"""Generator and discriminator presets: data, one dict each (DESIGN.md), and the factories `get_generator`
+"""Generator and discriminator presets: data, one dict each (docs/architecture.md), and the factories `get_generator`
 and `get_discriminator`.
 
-HiT: per-stage lists read like Table 9 / facts 2.1: `num_layers` counts the layers *after* each stage's
-cross-attention block; `block_sizes` None marks an MLP-only high-resolution stage that emits RGB.
-GAT (hit.models.gat, GAT facts 2.1): gat_{s,b,l,xl}_{2,4,8} and gat_demo, in their own dicts; the factories find a
-preset's family by its name.
+HiT: per-stage lists read like Table 9 / official hit-gan `HiTGenerator`: `num_layers` counts the layers *after*
+each stage's cross-attention block; `block_sizes` None marks an MLP-only high-resolution stage that emits RGB.
+GAT (hit.models.gat_generator, gat_discriminator; official GAT `GAT_S_2` ... `GAT_XL_8`): gat_{s,b,l,xl}_{2,4,8} and
+gat_demo, in their own dicts; the factories find a preset's family by its name.
 """
 
 from hit.models.convnet_generator import ConvNetGenerator
-from hit.models.gat import GATDiscriminator, GATGenerator
+from hit.models.gat_discriminator import GATDiscriminator
+from hit.models.gat_generator import GATGenerator
 from hit.models.hit_generator import HiTGenerator
 from hit.models.stylegan_discriminator import StyleGANDiscriminator
 from hit.models.vq_hit import VQHiT
 
 GENERATOR_PRESETS = {
-    # The official ImageNet 128 configuration (facts 2.1), 32,866,627 trainable parameters. The paper's A.2
-    # says "HiT-L without its 256 stage" instead; we follow the official code.
+    # The official ImageNet 128 configuration (hit-gan models/generators.py), 32,866,627 trainable parameters. The
+    # paper's A.2 says "HiT-L without its 256 stage" instead; we follow the official code.
     "hit_imagenet_128": dict(
         output_size=128, latent_dim=256,
         channels=(512, 512, 256, 128, 128), num_heads=(16, 8, 4, 4, 4),
@@ -80,8 +81,9 @@ def _from_preset(kind, families, preset, build, overrides):
     return model.build_symbolic() if build else model
 
 
-# GAT generators (hit.models.gat.GATGenerator) and discriminators (GATDiscriminator): depth, width, heads of GAT-S, B,
-# L, XL (facts 2.1) on the 32x32x4 SD-VAE latent of 256 px ImageNet, 1000 classes, patch 2, 4 or 8.
+# GAT generators (hit.models.gat_generator.GATGenerator) and discriminators (GATDiscriminator): depth, width, heads
+# of GAT-S, B, L, XL (official GAT models/generator.py, discriminator.py) on the 32x32x4 SD-VAE latent of 256 px
+# ImageNet, 1000 classes, patch 2, 4 or 8.
 GAT_SIZES = {"s": dict(depth=12, width=384, heads=6), "b": dict(depth=12, width=768, heads=12),
              "l": dict(depth=24, width=1024, heads=16), "xl": dict(depth=28, width=1152, heads=16)}
 # Trainable parameters of the /2 models: G 29,256,512 / 116,545,088 / 408,469,024 / 601,936,640 (the official counts
@@ -91,7 +93,7 @@ GAT_GENERATOR_PRESETS = {
     f"gat_{size}_{patch}": dict(resolution=32, patch_size=patch, output_channels=4, num_classes=1000, **dims)
     for size, dims in GAT_SIZES.items() for patch in (2, 4, 8)
 }
-# The official D always has the REPA projector (REPA weight 1.0, facts 5.5); repa=False leaves it out.
+# The official D always has the REPA projector (REPA weight 1.0 in the official script); repa=False leaves it out.
 GAT_DISCRIMINATOR_PRESETS = {
     f"gat_{size}_{patch}": dict(resolution=32, patch_size=patch, channels=4, num_classes=1000, repa=True, **dims)
     for size, dims in GAT_SIZES.items() for patch in (2, 4, 8)

@@ -15,6 +15,7 @@ import math
 import keras
 import numpy as np
 import tensorflow as tf
+from hit.models.symbolic import SymbolicBuild
 
 LRELU_SLOPE = 0.2
 HEAD_SIZE = 4  # the blocks halve the image down to 4x4, where the head takes over
@@ -160,7 +161,7 @@ def validate_config(resolution, channel_multiplier, channels, minibatch_stddev_g
     return {r: channels[r] for r in needed}
 
 
-class StyleGANDiscriminator(keras.Model):
+class StyleGANDiscriminator(SymbolicBuild, keras.Model):
     """D(images, training) -> logits (B,), float32; images NHWC (B, R, R, 3) in [-1, 1].
 
     `channels` overrides the whole resolution -> width table (tiny test models); otherwise the default table
@@ -213,11 +214,8 @@ class StyleGANDiscriminator(keras.Model):
             x = block(x)
         return keras.ops.cast(keras.ops.squeeze(self.head(x), axis=-1), "float32")
 
-    def build_symbolic(self, batch_size=1):
-        """Create every variable by tracing one symbolic call (no computation)."""
-        if not self.built:
-            self(keras.KerasTensor((batch_size, self.resolution, self.resolution, self.image_channels)))
-        return self
+    def symbolic_input_shapes(self, batch_size):
+        return [(batch_size, self.resolution, self.resolution, self.image_channels)]
 
     def get_config(self):
         return {**super().get_config(), **self._config}

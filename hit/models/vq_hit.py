@@ -4,7 +4,7 @@
       --VectorQuantizer--> codes [B, g, g] / z_q --HiTDecoder--> reconstructions [B, R, R, 3]
 
 The paper: "the same encoder E as the one of VQGAN" (f16: R 256 -> g 16, D 256, 1024 codes) and "HiT using the
-HiT-B configuration in Table 9 for producing 256 x 256 images". No VQ-HiT code exists (official facts 7), so
+HiT-B configuration in Table 9 for producing 256 x 256 images". No VQ-HiT code exists (none in hit-gan), so
 where the paper is silent we follow VQGAN and say so:
 - quant_conv, VQGAN's 1x1 conv from z_channels to the code width, PyTorch's default initialisation.
 - The decoder is HiT-B from its 16x16 stage on: a 16x16 grid replaces the generator's 8x8 start and its first
@@ -26,6 +26,7 @@ from hit.layers.initializers import trunc_normal
 from hit.layers.normalization import Norm
 from hit.layers.quantizer import VectorQuantizer
 from hit.models.hit_generator import make_stages, validate_config
+from hit.models.symbolic import SymbolicBuild
 from hit.models.vqgan_encoder import VQGANEncoder, conv
 
 
@@ -56,12 +57,15 @@ class HiTDecoder(keras.Model):
         return keras.ops.cast(image, "float32")
 
 
-class VQHiT(keras.Model):
+class VQHiT(SymbolicBuild, keras.Model):
     """The autoencoder. model(images) reconstructs; encode / decode go through the int32 codes [B, g, g].
 
     Encoder arguments are VQGANEncoder's (encoder_*), the codebook's (embedding_dim, num_codes, beta), and the
     decoder's are HiTDecoder's (channels, num_heads, num_layers, block_sizes, norm and attention options).
     """
+
+    # parameter_counts(): the encoder (to its output conv), quant_conv, the codebook and the decoder
+    parts = {"encoder": "encoder", "quant_conv": "quant_conv", "codebook": "quantizer", "decoder": "decoder"}
 
     def __init__(self, resolution, encoder_channels, encoder_multipliers, encoder_res_blocks,
                  encoder_attention_resolutions, z_channels, embedding_dim, num_codes, channels, num_heads,
@@ -141,21 +145,8 @@ class VQHiT(keras.Model):
         """int codes [B, g, g] in [0, num_codes) -> images [B, R, R, C] (unclipped, as the decoder's output)."""
         return self.decoder(self.quantizer.lookup(self._check_codes(codes)), training=False)
 
-    def build_symbolic(self, batch_size=1):
-        """Create every variable by tracing one symbolic call (no computation)."""
-        if not self.built:
-            self(keras.KerasTensor((batch_size, self.resolution, self.resolution, self.image_channels)))
-        return self
-
-    def parameter_counts(self):
-        """Trainable parameters of the encoder (to its output conv), quant_conv, codebook and decoder."""
-        self.build_symbolic()
-
-        def count(layer):
-            return int(sum(np.prod(v.shape) for v in layer.trainable_variables))
-
-        return {"encoder": count(self.encoder), "quant_conv": count(self.quant_conv),
-                "codebook": count(self.quantizer), "decoder": count(self.decoder)}
+    def symbolic_input_shapes(self, batch_size):
+        return [(batch_size, self.resolution, self.resolution, self.image_channels)]
 
     def get_config(self):
         return {**super().get_config(), **self._config}

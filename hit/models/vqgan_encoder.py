@@ -26,6 +26,7 @@ import math
 
 import keras
 import numpy as np
+from hit.models.symbolic import SymbolicBuild
 
 NORM_EPSILON = 1e-6  # VQGAN's Normalize: torch.nn.GroupNorm(num_groups=32, eps=1e-6, affine=True)
 
@@ -142,7 +143,7 @@ def validate_config(resolution, in_channels, channels, channel_multipliers, num_
         raise ValueError(f"bad groups: {groups} groups do not divide every width {widths}")
 
 
-class VQGANEncoder(keras.Model):
+class VQGANEncoder(SymbolicBuild, keras.Model):
     """E(images, training) -> z (B, R / 2^(L-1), R / 2^(L-1), z_channels), float32; images NHWC (B, R, R, C).
 
     VQGAN's Encoder (double_z=False, as in its VQ models) with its config names: channels = ch, channel_multipliers
@@ -211,11 +212,8 @@ class VQGANEncoder(keras.Model):
         x = self.conv_out(swish(self.norm_out(x)))
         return keras.ops.cast(x, "float32")
 
-    def build_symbolic(self, batch_size=1):
-        """Create every variable by tracing one symbolic call (no computation)."""
-        if not self.built:
-            self(keras.KerasTensor((batch_size, self.resolution, self.resolution, self.in_channels)))
-        return self
+    def symbolic_input_shapes(self, batch_size):
+        return [(batch_size, self.resolution, self.resolution, self.in_channels)]
 
     def get_config(self):
         return {**super().get_config(), **self._config}

@@ -1,1 +1,1 @@
-"""Tasks: each builds its models and optimizers and defines one train step (DESIGN.md)."""
+"""Tasks: each builds its models and optimizers and defines one train step (docs/architecture.md)."""

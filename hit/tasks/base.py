@@ -1,8 +1,8 @@
 """The task contract as code, and what every task's step shares: each replica's batch and rows, the step's
 seeds, the BatchNorm statistics' replica mean.
 
-The trainer (hit.train.trainer.Trainer) never knows what a GAN is (DESIGN.md): it builds a task, checkpoints its
-checkpoint_items(), runs train_step in every replica, logs metric_names and learning_rates(), and writes
+The trainer (hit.train.trainer.Trainer) never knows what a GAN is (docs/architecture.md): it builds a task,
+checkpoints its checkpoint_items(), runs train_step in every replica, logs metric_names and learning_rates(), and writes
 sample_images() as a grid; hit.main, the evaluator and the tools restore eval_generator().
 """
 

@@ -1,4 +1,5 @@
-"""The HiT GAN task: models, optimizers and ONE train step (paper Sec. 4.2, A.4; facts 4).
+"""The HiT GAN task: models, optimizers and ONE train step (paper Sec. 4.2, A.4; official hit-gan
+trainers/gan_trainer.py).
 
 D loss = non-saturating (or hinge) + r1_weight * R1 on reals + bcr_weight * bCR.   G loss = non-saturating.
 Adam(beta1=0, beta2=0.99). By default G and D are updated simultaneously from one forward pass, as the
@@ -18,13 +19,13 @@ import gin
 import keras
 import tensorflow as tf
 
+from hit.core.seeds import seed_range
 from hit.gan import augment, losses, penalties
 from hit.gan.ema import ExponentialMovingAverage
-from hit.core.seeds import seed_range
 from hit.models.presets import get_discriminator, get_generator
 from hit.models.samples import seed_images
-from hit.train.precision import check_precision, inner_gradient_scale, loss_scaled, policy_scope
 from hit.tasks.base import TwoOptimizers, average_replica_statistics, per_replica_batch
+from hit.train.precision import check_precision, inner_gradient_scale, loss_scaled, policy_scope
 
 UPDATE_SCHEMES = ("simultaneous", "alternating")
 
@@ -202,7 +203,8 @@ class GANTask(TwoOptimizers):
             self.generator_optimizer.apply_gradients(zip(g_grads, g_vars))
             metrics = {**metrics, "g_loss": g_loss}
         average_replica_statistics(self.generator.non_trainable_variables, self.num_replicas)
-        # Every replica updates its own copy of the EMA generator from identical values (facts 2.7).
+        # Every replica updates its own copy of the EMA generator from identical values (the official EMA:
+        # hit-gan trainers/gan_trainer.py `_update_ema_model`).
         self._update_ema(step + 1)
         return metrics
 

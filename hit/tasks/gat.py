@@ -1,6 +1,8 @@
-"""The GAT task (GAT facts 4, 5): models, optimizers and ONE train step for the generic trainer.
+"""The GAT task (official GAT train.py, losses/Rp_PT_loss.py `RpGANPTLoss`): models, optimizers and ONE train
+step for the generic trainer.
 
-Per step, on the same real batch, z and labels (fakes always take the real batch's labels), facts 5.2:
+Per step, on the same real batch, z and labels (fakes always take the real batch's labels), as
+official GAT train.py and `RpGANPTLoss.step_disc` / `step_gen`:
   D step   G's four levels (no gradient) and the reals are augmented (DiffAugment on latents, reals once, the four
            fake levels with one set of parameters) and MNG-noised (hit.gan.mng; independent draws for real and fake),
            then
@@ -10,7 +12,8 @@ Per step, on the same real batch, z and labels (fakes always take the real batch
   G step   with the updated D: fresh augmentation and noise for both sides, D(real~) without gradient,
              L_G = RpGAN_G(D(real~), D(G(z, c)~));  then w_avg (per class, 0.995) and the EMA generator (0.999).
 AdamW(beta 0, 0.99, eps 1e-8, weight decay 0) for both, the gradient of the whole batch clipped to norm 1.0
-(hit.train.optimizers), constant width-aware learning rates 2e-4 * 768 / width (facts 5.1), G and D each their own.
+(hit.train.optimizers), constant width-aware learning rates 2e-4 * 768 / width (official train.py,
+scripts/train_256_B2.sh), G and D each their own.
 
 The data are SD-VAE latents (DataSource 'latents': batch["latent"], DINOv2 features for REPA) or, for the
 pixel-space demo, images (batch["image"]: the identity autoencoder). Randomness is stateless, keyed by (seed, step,
@@ -22,15 +25,16 @@ import os
 import gin
 import tensorflow as tf
 
+from hit.core.seeds import seed_range
 from hit.gan import augment, losses, mng, penalties, repa
 from hit.gan.ema import ExponentialMovingAverage
+from hit.models.gat import stack_levels
 from hit.models.presets import get_discriminator, get_generator
 from hit.models.samples import Decoded, seed_images
-from hit.models.sd_vae import load_sd_vae
+from hit.models.weights.sd_vae_torch import load_sd_vae
+from hit.tasks.base import TwoOptimizers, per_replica_batch
 from hit.train.optimizers import AdamW
 from hit.train.precision import check_precision, float32_compute, loss_scaled, policy_scope
-from hit.core.seeds import seed_range
-from hit.tasks.base import TwoOptimizers, per_replica_batch
 
 GAT_POLICY = "color,translation,cutout,flip"
 # Streams of the step's random draws (stateless_seed("step", seed, step, stream)).
@@ -119,7 +123,8 @@ class GATTask(TwoOptimizers):
                                                        self.precision)
             self.generator_optimizer.build(self.generator.trainable_variables)
             self.discriminator_optimizer.build(self.discriminator.trainable_variables)
-            # The EMA starts as a copy of G (facts 5.2: "from a copy at step 0"); w_avg is copied, not averaged.
+            # The EMA starts as a copy of G and copies w_avg, as official GAT train.py `update_ema` (decay 0 at
+            # the start; buffers copied).
             self.ema = ExponentialMovingAverage(self.generator, self.ema_generator, self.ema_decay, start_step=0,
                                                 copy_non_trainable=True)
             self.ema.update(0)
@@ -153,7 +158,7 @@ class GATTask(TwoOptimizers):
     def _real_stack(self, real, params, noise):
         """Reals: augmented once, copied to the four levels, MNG-noised, stacked on channels."""
         levels = mng.copies(augment.apply_augment(real, params), len(self.noise_levels))
-        return mng.stack_levels(mng.perturb(levels, noise, self.noise_levels))
+        return stack_levels(mng.perturb(levels, noise, self.noise_levels))
 
     def _fake_stack(self, levels, params, noise):
         """G's levels [L, b, H, W, C]: each augmented with the same parameters, MNG-noised, stacked."""
@@ -161,7 +166,7 @@ class GATTask(TwoOptimizers):
         tiled = {k: tf.concat([v] * count, axis=0) for k, v in params.items()}
         flat = augment.apply_augment(tf.reshape(levels, [-1, *levels.shape[2:]]), tiled)
         augmented = tf.reshape(flat, levels.shape)
-        return mng.stack_levels(mng.perturb(augmented, noise, self.noise_levels))
+        return stack_levels(mng.perturb(augmented, noise, self.noise_levels))
 
     def _repa_targets(self, batch, flip):
         """DINOv2 targets of the reals as augmented: the mirror image's features where a sample was flipped

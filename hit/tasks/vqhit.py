@@ -22,11 +22,11 @@ import keras
 import tensorflow as tf
 
 from hit.gan import losses, penalties
+from hit.gan.perceptual import VGGFeatures, perceptual_distance
 from hit.layers.quantizer import code_counts, code_usage
 from hit.models.presets import get_discriminator, get_vqhit
-from hit.gan.perceptual import VGGFeatures, perceptual_distance
-from hit.train.precision import check_precision, inner_gradient_scale, loss_scaled, policy_scope
 from hit.tasks.base import average_replica_statistics, per_replica_batch
+from hit.train.precision import check_precision, inner_gradient_scale, loss_scaled, policy_scope
 
 RANDOM_VGG = "random"
 

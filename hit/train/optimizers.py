@@ -1,4 +1,4 @@
-"""AdamW with global-norm clipping of the gradient summed over replicas (GAT facts 5.2: clip 1.0, G and D).
+"""AdamW with global-norm clipping of the gradient summed over replicas (official GAT train.py: clip 1.0, G and D).
 
 Keras 3 clips (`global_clipnorm`) in `apply` before its TensorFlow backend sums the replicas' gradients, so under
 a distribution strategy each replica's share is clipped on its own: a run on N replicas clips N partial

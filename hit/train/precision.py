@@ -1,4 +1,5 @@
-"""Mixed precision (GAT facts 5.2, 9): bfloat16 compute with float32 variables, and float32 where it matters.
+"""Mixed precision (official GAT scripts/train_256_B2.sh trains in bf16): bfloat16 compute with float32 variables,
+and float32 where it matters.
 
 `policy_scope("bfloat16")` around model construction gives every layer Keras' "mixed_bfloat16" policy (variables
 float32, computation bfloat16); the models keep normalisations' statistics, softmax inputs and their outputs in

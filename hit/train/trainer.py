@@ -1,4 +1,4 @@
-"""The training loop, generic over tasks (DESIGN.md: "the trainer never knows what a GAN is").
+"""The training loop, generic over tasks (docs/architecture.md: the trainer never knows what a GAN is).
 
 A task is what hit.tasks.base.Task writes down: build, checkpoint_items, global_step, metric_names,
 learning_rates, train_step(batch, step, replica_id), sample_images(num, real_images) and sample_name. train_step
@@ -6,7 +6,8 @@ runs in every replica (inside strategy.run) and does the whole step, EMA include
 to its own sums, which are reduced over replicas once per host call. So per step nothing runs in cross-replica
 code, which on a TPU is the host.
 
-Each host call runs up to `steps_per_loop` steps inside one tf.function (facts 5.1: 200 by default); chunks
+Each host call runs up to `steps_per_loop` steps inside one tf.function (200 by default, as
+hit-gan trainers/base_trainer.py); chunks
 end on log / checkpoint / sample boundaries so those happen at exact steps. Checkpoints are written atomically
 by tf.train.CheckpointManager (the `checkpoint` index file is replaced only after the new files are complete),
 resume is automatic (from the newest checkpoint on disk, after the run's config.gin is compared with the current
@@ -34,8 +35,8 @@ from absl import logging
 import tensorflow as tf
 
 from hit.core import stop_signals
-from hit.data.pipeline import data_stats, first_eval_images, make_train_dataset
 from hit.core.errors import one_line
+from hit.data.pipeline import data_stats, first_eval_images, make_train_dataset
 from hit.train import checkpoints, summaries
 from hit.train.checkpoints import checkpoint_step, make_checkpoint
 from hit.train.run_config import check_resumed_config
