@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from hit.gan import augment
-from hit.gan.augment import (adjust_brightness, adjust_contrast, adjust_saturation, apply_augment, cutout, diff_augment, draw_augment_params, flip_left_right, slice_params, translate)
+from hit.gan.augment import (adjust_brightness, adjust_contrast, adjust_saturation, apply_augment, cutout, diff_augment,
+                             draw_augment_params, flip_left_right, slice_params, translate)
 
 ALL_OPS = "color,translation,cutout,flip"
 

@@ -1,4 +1,5 @@
-"""The VGG perceptual distance of VQ-HiT's loss (hit.gan.perceptual), with random VGG weights (nothing is downloaded)."""
+"""The VGG perceptual distance of VQ-HiT's loss (hit.gan.perceptual), with random VGG weights (nothing is
+downloaded)."""
 
 import h5py
 import keras

@@ -310,7 +310,8 @@ def test_missing_extra_and_misshapen_tensors_are_named(tmp_path, small):
     diffusers = {f"vae.{k}": v for k, v in small_states()["diffusers"].items()}
     diffusers["vae.encoder.mid_block.attentions.0.to_k.weight"] = np.zeros((32, 32, 1, 1), np.float32)
     assert error(diffusers) == ("diffusers weights: 1 tensor(s) of the wrong shape: "
-                                "'vae.encoder.mid_block.attentions.0.to_k.weight' expected (32, 32), got (32, 32, 1, 1)")
+                                "'vae.encoder.mid_block.attentions.0.to_k.weight' expected (32, 32), got "
+                                "(32, 32, 1, 1)")
     mixed = {**state, "encoder.mid_block.attentions.0.to_q.weight": np.zeros((32, 32), np.float32)}
     assert error(mixed).startswith("cannot tell the naming scheme: expected exactly one of ")
     assert error({**state, "vae.encoder.conv_in.weight": state["encoder.conv_in.weight"]}) == (

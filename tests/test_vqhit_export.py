@@ -1,6 +1,7 @@
-"""VQ-HiT SavedModel export (hit.inference.export.export_autoencoder, tools/export.py on a VQHiTTask run): encode, decode and
-reconstruct equal the in-memory autoencoder at any batch size, bad inputs fail inside the graph with the promised
-messages, saved_model_cli (TF Serving's TF1-style loader) lists and runs them; load_autoencoder / run_kind."""
+"""VQ-HiT SavedModel export (hit.inference.export.export_autoencoder, tools/export.py on a VQHiTTask run): encode,
+decode and reconstruct equal the in-memory autoencoder at any batch size, bad inputs fail inside the graph with the
+promised messages, saved_model_cli (TF Serving's TF1-style loader) lists and runs them; load_autoencoder /
+run_kind."""
 
 import collections
 import os

@@ -16,7 +16,8 @@ from absl import app, flags  # noqa: E402
 
 import hit  # noqa: E402,F401  (selects the TensorFlow backend)
 import keras  # noqa: E402
-from hit.models.presets import (CONVNET_PRESETS, GAT_DISCRIMINATOR_PRESETS, GAT_GENERATOR_PRESETS, VQHIT_PRESETS, get_discriminator, get_generator, get_vqhit)
+from hit.models.presets import (CONVNET_PRESETS, GAT_DISCRIMINATOR_PRESETS, GAT_GENERATOR_PRESETS, VQHIT_PRESETS,
+                                get_discriminator, get_generator, get_vqhit)
 from hit.models.symbolic import count_parameters  # noqa: E402
 
 _PRESET = flags.DEFINE_string("preset", None, "Generator (HiT, GAT, ConvNet) or VQ-HiT preset, e.g. hit_b_256.",

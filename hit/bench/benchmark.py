@@ -19,7 +19,8 @@ import tensorflow as tf
 from hit.bench.flops import count_flops
 from hit.models.gat_discriminator import GATDiscriminator
 from hit.models.gat_generator import GATGenerator
-from hit.models.presets import (CONVNET_PRESETS, GAT_GENERATOR_PRESETS, GENERATOR_PRESETS, VQHIT_PRESETS, get_discriminator, get_generator, get_vqhit)
+from hit.models.presets import (CONVNET_PRESETS, GAT_GENERATOR_PRESETS, GENERATOR_PRESETS, VQHIT_PRESETS,
+                                get_discriminator, get_generator, get_vqhit)
 from hit.train.precision import check_precision, policy_scope
 
 

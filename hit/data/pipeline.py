@@ -76,7 +76,8 @@ class DataSource:
     name: one of SOURCES. resolution / channels: what the models see. data_dir: TFDS data dir, FFHQ record
     folder, image folder, Fashion-MNIST IDX folder or latent data set (whose batches hold "latent", not "image").
     manual_dir: TFDS manual downloads. crop: "random", "center" or "fixed" (None: random for ImageNet training,
-    else fixed), crop_proportion: of the shorter side (ImageNet 0.875). with_labels: pass labels through (class-conditional tasks).
+    else fixed), crop_proportion: of the shorter side (ImageNet 0.875). with_labels: pass labels through
+    (class-conditional tasks).
     """
 
     def __init__(self, name="random", resolution=32, channels=3, data_dir=None, manual_dir=None, crop=None,

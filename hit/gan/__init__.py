@@ -1,1 +1,2 @@
-"""The GAN objective: losses, gradient penalties, differentiable augmentation, EMA, multi-level noise guidance, REPA, the perceptual loss."""
+"""The GAN objective: losses, gradient penalties, differentiable augmentation, EMA, multi-level noise guidance,
+REPA, the perceptual loss."""

@@ -11,12 +11,12 @@ The network, with the Hugging Face `facebook/dinov2-base` config as defaults:
     features               (cls, patches) after the final LayerNorm: DINOv2's x_norm_clstoken and
                            x_norm_patchtokens, what REPA aligns to
 
-Weights come from the Hugging Face safetensors file (hit.models.weights.dinov2_hf.load_dinov2). Its position table is for a 37x37 grid
-(518 px); REPA resamples it once to the 16x16 grid of 224 px with timm's `resample_abs_pos_embed` (bicubic,
-antialias=True; the cls row kept). `tf.image.resize(bicubic, antialias=True)` is that resampling (PIL-style
-kernel, A = -0.5). The model keeps the checkpoint's table as its weight `position_embeddings` (so the parameter
-count is the checkpoint's, 86,580,480 with the unused mask token) and uses `position_table`, the resampled
-copy, computed once when the model is built and again by `resample_positions()` after a load.
+Weights come from the Hugging Face safetensors file (hit.models.weights.dinov2_hf.load_dinov2). Its position table is
+for a 37x37 grid (518 px); REPA resamples it once to the 16x16 grid of 224 px with timm's `resample_abs_pos_embed`
+(bicubic, antialias=True; the cls row kept). `tf.image.resize(bicubic, antialias=True)` is that resampling (PIL-style
+kernel, A = -0.5). The model keeps the checkpoint's table as its weight `position_embeddings` (so the parameter count
+is the checkpoint's, 86,580,480 with the unused mask token) and uses `position_table`, the resampled copy, computed
+once when the model is built and again by `resample_positions()` after a load.
 
 Preprocessing (REPA's, official GAT losses/Rp_PT_loss.py `preprocess_raw_image`): uint8 -> /255 -> ImageNet mean/std
 -> PyTorch bicubic resize to 224 (F.interpolate, align_corners=False: A = -0.75, half-pixel centres, borders

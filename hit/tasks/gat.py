@@ -151,7 +151,8 @@ class GATTask(TwoOptimizers):
 
     def _noise(self, step, stream, replica_id):
         shape = [self.global_batch_size, self.resolution, self.resolution, self.channels]
-        return self.replica_rows(mng.nested_noise(shape, self.step_seed(step, stream), self.noise_levels), replica_id, axis=1)
+        noise = mng.nested_noise(shape, self.step_seed(step, stream), self.noise_levels)
+        return self.replica_rows(noise, replica_id, axis=1)
 
     # ---- what D sees --------------------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ class AdamW(keras.optimizers.AdamW):
         if clip_norm is not None and clip_norm <= 0:
             raise ValueError(f"clip_norm must be positive, got {clip_norm}")
         if not hasattr(keras.optimizers.AdamW, "_all_reduce_sum_gradients"):  # Keras' TF backend hook
-            raise RuntimeError("this Keras version has no _all_reduce_sum_gradients; hit.train.optimizers needs updating")
+            raise RuntimeError("this Keras version has no _all_reduce_sum_gradients; hit.train.optimizers needs "
+                               "updating")
         super().__init__(**kwargs)
         self.clip_norm = clip_norm
 
