@@ -96,8 +96,9 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, stopped_run):
 def test_samples_are_input_and_reconstruction_side_by_side(tmp_path):
     task, trainer = make_trainer(tmp_path, train_steps=1, steps_per_loop=1)
     trainer.train()
-    panel = task.sample_images(3)
+    panel = task.sample_images(3, trainer.real_images_fn)  # the trainer's: the run's first eval images
     assert panel.shape == (3, 32, 64, 3)
+    np.testing.assert_array_equal(panel[:, :, :32].numpy(), trainer.real_images_fn(3).numpy())
     expected = tf.clip_by_value(task.model(panel[:, :, :32], training=False), -1.0, 1.0)
     np.testing.assert_allclose(panel[:, :, 32:].numpy(), expected.numpy(), atol=1e-6)
     assert task.sample_name == "input_reconstruction"
