@@ -55,9 +55,15 @@ def seed_range(start, num):
 def seed_latents(seeds, latent_dim):
     """z [len(seeds), latent_dim]: row i ~ N(0, I) drawn statelessly (Philox) from (seeds[i], 0) alone, so a seed
     gives the same z whatever batch it is drawn in."""
+    return _seed_latents(tf.cast(seeds, tf.int64), latent_dim)
+
+
+# A graph: run eagerly, map_fn costs one Python iteration per row (3.7 ms each here; 3 minutes for 50k samples).
+@tf.function(reduce_retracing=True)
+def _seed_latents(seeds, latent_dim):
     return tf.map_fn(lambda s: tf.random.stateless_normal([latent_dim], seed=tf.stack([s, tf.constant(0, tf.int64)]),
                                                           alg=RNG),
-                     tf.cast(seeds, tf.int64), fn_output_signature=tf.float32)
+                     seeds, fn_output_signature=tf.float32)
 
 
 def seed_labels(seeds, num_classes):

@@ -25,14 +25,14 @@ from hit.gan import losses, penalties
 from hit.gan.perceptual import VGGFeatures, perceptual_distance
 from hit.layers.quantizer import code_counts, code_usage
 from hit.models.presets import get_discriminator, get_vqhit
-from hit.tasks.base import average_replica_statistics, per_replica_batch
+from hit.tasks.base import Task, average_replica_statistics, per_replica_batch
 from hit.train.precision import check_precision, inner_gradient_scale, loss_scaled, policy_scope
 
 RANDOM_VGG = "random"
 
 
 @gin.configurable(module="hit.tasks")
-class VQHiTTask:
+class VQHiTTask(Task):
     """VQ-HiT autoencoder + discriminator. The trainer calls build, then train_step in every replica.
 
     vgg_weights_path: Keras' VGG16 no-top weights file (vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5), or
