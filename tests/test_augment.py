@@ -216,3 +216,29 @@ def test_bad_policy_seed_or_images_are_one_line_errors():
     with pytest.raises(ValueError, match="^DiffAugment expects float \\[batch, H, W, C\\] images"):
         diff_augment(np.zeros([4, 8, 8], np.float32), [1, 2])
     assert diff_augment(images(), [1, 2], "")[1] == {}
+
+
+def test_gat_latent_diffaugment_equals_the_official_function_with_reuse():
+    """apply_augment with a color_mask is official GAT losses/diffaug.py's DiffAugment given the same parameters
+    (tests/gat_reference.py states it): all three colour ops on the masked half only, both means taken before the
+    brightness shift; and parameters drawn on one input and re-applied to another keep the first input's means."""
+    from tests import gat_reference
+
+    drawn = {k: v.numpy() for k, v in draw_augment_params([7, 1], 64, 16, 16, ALL_OPS, flip_probability=0.4,
+                                                          color_probability=0.5).items()}
+    mask = drawn["color_mask"]
+    assert 0 < mask.sum() < 64 and drawn["flip"].any() and (np.abs(drawn["translation"]).sum(1) > 0).any()
+    first, second = images(64, 16, 16, 4, seed=1), images(64, 16, 16, 4, seed=2)
+
+    out, params = diff_augment(first, [7, 1], ALL_OPS, flip_probability=0.4, color_probability=0.5)
+    expected = gat_reference.diffaug(first, gat_reference.input_means(first, drawn))
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6, atol=1e-6)
+    # Re-applied: the stored means of `first`, not those of `second` (which differ).
+    reused = apply_augment(second, params).numpy()
+    np.testing.assert_allclose(reused, gat_reference.diffaug(second, gat_reference.input_means(first, drawn)),
+                               rtol=1e-6, atol=1e-6)
+    own_means = gat_reference.diffaug(second, gat_reference.input_means(second, drawn))
+    assert not np.allclose(reused[mask], own_means[mask], atol=1e-3)
+    np.testing.assert_array_equal(reused[~mask], own_means[~mask])  # unmasked samples see no colour op at all
+    with pytest.raises(ValueError, match="both means or neither"):
+        apply_augment(first, {k: v for k, v in params.items() if k != "contrast_mean"})

@@ -2,13 +2,14 @@
 smooth D, REPA's cosine term and target resizing, AdamW clipping after the replica sum, and the latent
 augmentation's options."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from hit.gan import augment, losses, penalties, repa
 from hit.models.dinov2 import bicubic_matrix
-from hit.train.optimizers import AdamW
+from hit.train.optimizers import Adam, AdamW
 
 
 def softplus(x):
@@ -99,15 +100,43 @@ def test_adamw_clips_the_replica_sum_like_one_device(two_replicas):
         AdamW(global_clipnorm=1.0)
 
 
-def test_brightness_probability_and_flip_probability():
+def test_color_probability_and_flip_probability():
     seed = tf.constant([5, 6], tf.int64)
-    full = augment.draw_augment_params(seed, 4000, 32, 32, "color,flip", flip_probability=0.4)
-    half = augment.draw_augment_params(seed, 4000, 32, 32, "color,flip", flip_probability=0.4,
-                                       brightness_probability=0.5)
-    shifted = half["brightness"].numpy() != 0
-    assert abs(shifted.mean() - 0.5) < 0.03
-    np.testing.assert_array_equal(half["brightness"].numpy()[shifted], full["brightness"].numpy()[shifted])
-    np.testing.assert_array_equal(half["saturation"], full["saturation"])  # the other draws do not move
-    assert abs(full["flip"].numpy().mean() - 0.4) < 0.03
+    hit = augment.draw_augment_params(seed, 4000, 32, 32, "color,flip", flip_probability=0.4)
+    gat = augment.draw_augment_params(seed, 4000, 32, 32, "color,flip", flip_probability=0.4,
+                                      color_probability=0.5)
+    assert "color_mask" not in hit and abs(gat["color_mask"].numpy().mean() - 0.5) < 0.03
+    for name in ("brightness", "saturation", "contrast", "flip"):  # the coin moves no other draw
+        np.testing.assert_array_equal(gat[name], hit[name])
+    assert abs(hit["flip"].numpy().mean() - 0.4) < 0.03
     with pytest.raises(ValueError, match="probabilities must be in"):
-        augment.draw_augment_params(seed, 4, 32, 32, "color", brightness_probability=1.5)
+        augment.draw_augment_params(seed, 4, 32, 32, "color", color_probability=1.5)
+
+
+@pytest.mark.parametrize("optimizer_class", [Adam, AdamW])
+def test_embedding_rows_looked_up_twice_move_by_their_summed_gradient(optimizer_class):
+    """A class used twice in a batch: the row's update is that of the dense (summed) gradient, as PyTorch's and
+    Keras 2's; Keras 3 alone would use the squares of the two halves in v (hit.train.optimizers)."""
+    table = keras.layers.Embedding(4, 3)
+    table.build((None,))
+    start = table.embeddings.numpy()
+    labels = tf.constant([1, 1, 2])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(table(labels) * tf.constant([[1.0, -2.0, 0.5], [3.0, 1.0, 0.5], [1.0, 1.0, 1.0]]))
+    grads = tape.gradient(loss, table.trainable_variables)
+    assert isinstance(grads[0], tf.IndexedSlices)
+    optimizer = optimizer_class(learning_rate=0.1, beta_1=0.0, beta_2=0.99, epsilon=1e-8, weight_decay=0.0)
+    optimizer.apply_gradients(zip(grads, table.trainable_variables))
+    dense = tf.convert_to_tensor(grads[0]).numpy()  # row 1 = [4, -1, 1]
+    epsilon = 1e-7 if optimizer_class is Adam else 1e-8  # Keras' epsilon / sqrt(1 - 0.99) and torch's
+    expected = start - 0.1 * dense / (np.abs(dense) + epsilon)
+    np.testing.assert_allclose(table.embeddings.numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_adamw_adds_epsilon_after_the_bias_correction_as_torch():
+    """torch.optim.AdamW: p -= lr / (1 - b1^t) m / (sqrt(v / (1 - b2^t)) + eps); a gradient of 1e-7 at the first
+    step moves by lr / 1.1 there, by lr / 2 with Keras' epsilon (1e-8 / sqrt(0.01))."""
+    weight = tf.Variable([0.0, 0.0])
+    optimizer = AdamW(learning_rate=1.0, beta_1=0.0, beta_2=0.99, epsilon=1e-8, weight_decay=0.0)
+    optimizer.apply_gradients([(tf.constant([1e-7, 1.0]), weight)])
+    np.testing.assert_allclose(weight.numpy(), [-1e-7 / (1e-7 + 1e-8), -1.0 / (1.0 + 1e-8)], rtol=1e-5)

@@ -66,6 +66,22 @@ def _seed_latents(seeds, latent_dim):
                      seeds, fn_output_signature=tf.float32)
 
 
-def seed_labels(seeds, num_classes):
-    """[len(seeds)] int32 class of each seed, seed % num_classes: every class in turn over consecutive seeds."""
-    return tf.cast(tf.math.floormod(tf.cast(seeds, tf.int64), num_classes), tf.int32)
+LABEL_MODES = ("balanced", "random")
+
+
+def seed_labels(seeds, num_classes, mode="balanced"):
+    """[len(seeds)] int32 class of each seed. "balanced": seed % num_classes, every class in turn over consecutive
+    seeds; "random": uniform, drawn statelessly from (seed, 1), as official GAT's FID-50K (random labels)."""
+    if mode not in LABEL_MODES:
+        raise ValueError(f"unknown label mode {mode!r}; expected one of {', '.join(LABEL_MODES)}")
+    seeds = tf.cast(seeds, tf.int64)
+    if mode == "random":
+        return _random_labels(seeds, num_classes)
+    return tf.cast(tf.math.floormod(seeds, num_classes), tf.int32)
+
+
+@tf.function(reduce_retracing=True)
+def _random_labels(seeds, num_classes):
+    return tf.map_fn(lambda s: tf.random.stateless_uniform([], tf.stack([s, tf.constant(1, tf.int64)]), 0,
+                                                           num_classes, tf.int32, alg=RNG),
+                     seeds, fn_output_signature=tf.int32)

@@ -3,15 +3,16 @@ new checkpoint.
 
 Real statistics are computed once from the eval split and cached (mean and covariance sums, plus a bounded
 sample of features for KID). Fakes are G_ema(z, training=False) clipped to [-1, 1], not quantised, as the
-official evaluation. Results go to TensorBoard under <model_dir>/eval (scalars and a real|fake panel) and to
+official HiT evaluation; `quantize` rounds them to uint8 first, as official GAT's FID-50K (the ADM suite reads
+PNGs). Results go to TensorBoard under <model_dir>/eval (scalars and a real|fake panel) and to
 <model_dir>/eval/results.jsonl (one line per evaluated checkpoint, by step), and the best checkpoint by
 `best_metric` is copied to <model_dir>/best with best.json. The eval job evaluates every checkpoint that
 results.jsonl does not hold yet for its protocol, oldest first, then waits for new ones.
 
-A class-conditional generator (GAT, through hit.models.samples.Decoded) samples each seed's class with
-`truncation_psi`, decoded to images; FID may be measured against an ADM-suite reference batch (`reference_batch`:
-its mu and sigma, as the GAT paper's FID-50K) and precision / recall (k = 3) join the metrics on request; psi
-and the decoder are written beside every number in results.jsonl.
+A class-conditional generator (GAT, through hit.models.samples.Decoded) samples each seed's class (`labels`:
+"balanced", every class in turn, or "random", official GAT's) with `truncation_psi`, decoded to images; FID may be measured against an ADM-suite reference batch (`reference_batch`:
+its mu and sigma, as the GAT paper's FID-50K) and precision / recall (k = 3) join the metrics on request; psi,
+the labels, the quantisation and the decoder are written beside every number in results.jsonl.
 
 An autoencoder (VQ-HiT: a model with `encode` and `decode` methods) is evaluated by reconstruction instead: the
 fakes are clip(model(x, training=False), -1, 1) of the eval split's images x (the batches, in the order, that
@@ -32,7 +33,7 @@ import tensorflow as tf
 from hit.core.files import write_atomically
 from hit.core.images import image_grid, to_uint8
 from hit.core.progress import Progress
-from hit.core.seeds import seed_range
+from hit.core.seeds import LABEL_MODES, seed_range
 from hit.eval.fid import (RunningInceptionScore, RunningStatistics, fid_from_statistics, kernel_inception_distance,
                           load_reference_batch)
 from hit.eval.inception import make_feature_extractor, weights_name
@@ -56,12 +57,15 @@ class Evaluator:
     def __init__(self, model_dir=gin.REQUIRED, protocol="keras_inception", weights_path=None, num_samples=50_000,
                  batch_size=100, inception_split=5000, kid_samples=2000, best_metric="fid",
                  reference_path=None, seed=0, reference_batch=None, precision_recall=False, precision_recall_k=3,
-                 precision_recall_samples=10_000, truncation_psi=0.0):
+                 precision_recall_samples=10_000, truncation_psi=0.0, labels="balanced", quantize=False):
         """reference_batch: an ADM-suite reference .npz (mu, sigma, arr_0) whose statistics FID is measured
         against instead of the eval split's (its images give KID's and precision / recall's real features).
         precision_recall: also Kynkäänniemi et al.'s precision and recall (k nearest neighbours) of all samples
         against up to precision_recall_samples real ones. truncation_psi: for class-conditional generators
-        (GAT), which sample every class in turn; it and the decoder are written beside the numbers."""
+        (GAT); labels: "balanced" (seed % K) or "random" (official GAT) for them. quantize: fakes rounded to
+        uint8 before the feature network. Psi, labels, quantize and the decoder are written beside the numbers."""
+        if labels not in LABEL_MODES:
+            raise ValueError(f"Evaluator.labels must be one of {', '.join(LABEL_MODES)}, got {labels!r}")
         if best_metric not in LOWER_IS_BETTER:
             raise ValueError(f"unknown best_metric {best_metric!r}; expected one of {sorted(LOWER_IS_BETTER)}")
         if best_metric in ("precision", "recall") and not precision_recall:
@@ -71,6 +75,7 @@ class Evaluator:
         self.inception_split, self.kid_samples = inception_split, kid_samples
         self.best_metric, self.seed = best_metric, seed
         self.reference_batch, self.truncation_psi = reference_batch, truncation_psi
+        self.labels, self.quantize = labels, quantize
         self.precision_recall, self.precision_recall_k = precision_recall, precision_recall_k
         self.precision_recall_samples = precision_recall_samples
         source = f"_{os.path.splitext(os.path.basename(reference_batch))[0]}" if reference_batch else ""
@@ -154,12 +159,17 @@ class Evaluator:
         write_atomically(self.reference_path, buffer.getvalue())
         return stats, kid, first, pr if self.precision_recall else None
 
+    def _quantized(self, images):
+        """[-1, 1] images as the feature network sees them: rounded to uint8 levels when `quantize` is on."""
+        return tf.cast(to_uint8(images), tf.float32) / 127.5 - 1.0 if self.quantize else images
+
     def _fake_batches(self, generator):
         """The samples of seeds seed, seed + 1, ... (hit.models.samples; a class-conditional generator: each
-        seed's class, balanced, with psi), in [-1, 1]."""
+        seed's class, `labels`, with psi), in [-1, 1]."""
         for start in range(0, self.num_samples, self.batch_size):
             seeds = seed_range(self.seed + start, min(self.batch_size, self.num_samples - start))
-            yield seed_images(generator, seeds, truncation_psi=self.truncation_psi)
+            yield self._quantized(seed_images(generator, seeds, truncation_psi=self.truncation_psi,
+                                              label_mode=self.labels))
 
     def _reconstruction_batches(self, autoencoder, data, sums):
         """Clipped reconstructions of the eval split's batches; adds PSNR, SSIM and counts into `sums`, and
@@ -172,7 +182,7 @@ class Evaluator:
             sums["psnr"] += float(tf.reduce_sum(tf.cast(psnr, tf.float64)))
             sums["ssim"] += float(tf.reduce_sum(tf.cast(ssim, tf.float64)))
             sums["count"] += len(images)
-            yield reconstructions
+            yield self._quantized(reconstructions)
 
     def evaluate(self, generator, data, what="generated samples"):
         """Metrics of a generator (or an autoencoder's reconstructions, see the module) against the data set's
@@ -218,7 +228,9 @@ class Evaluator:
         self.writer.flush()
         settings = {}
         if is_conditional(generator):  # what the numbers depend on, beside them (docs/fidelity.md, GAT)
-            settings = {"truncation_psi": self.truncation_psi, "decoder": getattr(generator, "decoder", None)}
+            settings = {"truncation_psi": self.truncation_psi, "labels": self.labels,
+                        "decoder": getattr(generator, "decoder", None)}
+        settings["quantized"] = self.quantize
         logging.info("eval step %d | %s (%s)", step, " ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
                      ", ".join([self.protocol] + [f"{k} {v}" for k, v in settings.items()]))
         self._record(step, path, {**metrics, **settings})

@@ -10,13 +10,20 @@ Images are NHWC floats in [-1, 1]. The official policy "color,translation,cutout
                  the center row is in [0, H] for an even side, [0, H - 1] for an odd one (columns alike)
 "flip" (mirror with probability 0.5) runs last and only when the policy names it: the paper mentions flips but
 the official policy has none. Nothing is clipped afterwards, as in the official code; 0 is mid-gray.
-GAT applies "color,translation,cutout,flip" to 4-channel latents (or to each of its four levels, with the same
-parameters), with flip probability 0.4 and the brightness shift on half of the samples.
 
-Each op's parameters are drawn apart from its application, so they can be replayed (GAT's aR1 / aR2 reuse them;
-docs/architecture.md, "Seeds"). `draw_augment_params` returns per-sample tensors (axis 0 is the sample),
-`apply_augment` applies them, and `slice_params` cuts one replica's rows out of parameters drawn for the global
-batch.
+GAT (official GAT losses/diffaug.py) applies "color,translation,cutout,flip" to 4-channel latents with flip
+probability 0.4 and its own colour op, `rand_brightness_saturation_contrast` (p = 0.5): one coin per sample
+(`color_mask`); a chosen sample gets all three, the others none, and both means are those of the op's INPUT (before
+the brightness shift):
+    y = x + b;  y = m_s + (y - m_s) * s;  y = m_c + (y - m_c) * c;  out = y where color_mask else x
+with m_s = mean over channels of x, m_c = mean over H, W, C of x. Parameters drawn for one input are re-applied to
+others (GAT's lower levels, the perturbed inputs of aR1 / aR2) with the STORED means, as the official code does:
+`with_input_means` stores them (saturation_mean [B, H, W, 1], contrast_mean [B, 1, 1, 1]), and apply_augment uses
+stored means when present.
+
+Each op's parameters are drawn apart from its application, so they can be replayed (docs/architecture.md,
+"Seeds"). `draw_augment_params` returns per-sample tensors (axis 0 is the sample), `apply_augment` applies them,
+and `slice_params` cuts one replica's rows out of parameters drawn for the global batch.
 
 Every draw is a pure function of a [2] integer seed, bit-identical with and without `jit_compile=True`: Philox
 and floats from 24 random integer bits (hit.core.seeds explains why).
@@ -39,6 +46,9 @@ _POLICY_OPS = {
 # Canonical order of application. A parameter's position is also its fold-in index, so adding or removing an op
 # never changes what the others draw.
 _ORDER = ("brightness", "saturation", "contrast", "translation", "cutout_center", "flip")
+_COLOR_MASK_FOLD = len(_ORDER)  # folded into the brightness seed: GAT's colour coin
+_MEANS = ("saturation_mean", "contrast_mean")  # GAT's colour op: the means of the input it was drawn for
+_KNOWN = _ORDER + ("color_mask",) + _MEANS
 
 
 def _images(x):
@@ -189,17 +199,17 @@ def _uniform_ints(seed, batch_size, ranges):
 
 
 def draw_augment_params(seed, batch_size, height, width, policy=DEFAULT_POLICY, flip_probability=0.5,
-                        brightness_probability=1.0):
+                        color_probability=None):
     """Per-sample parameters for the policy's ops, a pure function of `seed` ([2] int32 / int64).
 
-    Returns a dict with, for the ops in the policy: brightness, saturation, contrast ([B] float32),
-    translation ([B, 2] int32 (dy, dx)), cutout_center ([B, 2] int32 (cy, cx)), flip ([B] bool).
-    brightness_probability < 1 shifts only that fraction of the samples (the others get 0): our reading of GAT's colour
-    op (docs/fidelity.md, GAT); HiT's DiffAugment shifts every sample.
+    Returns a dict with, for the ops in the policy: brightness (the shift), saturation, contrast (the factors; [B]
+    float32), translation ([B, 2] int32 (dy, dx)), cutout_center ([B, 2] int32 (cy, cx)), flip ([B] bool).
+    color_probability None: the original DiffAugment's colour ops, each on every sample (HiT's bCR); a number p:
+    GAT's colour op, on the samples of color_mask ([B] bool, true with probability p; the module docstring).
     """
-    if not (0.0 <= flip_probability <= 1.0 and 0.0 <= brightness_probability <= 1.0):
+    if not (0.0 <= flip_probability <= 1.0 and (color_probability is None or 0.0 <= color_probability <= 1.0)):
         raise ValueError(f"augmentation probabilities must be in [0, 1], got flip {flip_probability}, "
-                         f"brightness {brightness_probability}")
+                         f"color {color_probability}")
     ops = policy_ops(policy)
     seed = _seed(seed)
     names = [name for op in _POLICY_OPS if op in ops for name in _POLICY_OPS[op]]
@@ -215,30 +225,60 @@ def draw_augment_params(seed, batch_size, height, width, policy=DEFAULT_POLICY, 
         "flip": lambda s: _uniform(s, batch_size, 0.0, 1.0) < flip_probability,
     }
     params = {name: draw[name](seeds[name]) for name in _ORDER if name in seeds}
-    if "brightness" in params and brightness_probability < 1.0:  # a coin per sample; the shifts stay as drawn
-        coin = _uniform(_fold(seeds["brightness"], len(_ORDER)), batch_size, 0.0, 1.0) < brightness_probability
-        params["brightness"] = tf.where(coin, params["brightness"], 0.0)
+    if "brightness" in params and color_probability is not None:
+        coin = _uniform(_fold(seeds["brightness"], _COLOR_MASK_FOLD), batch_size, 0.0, 1.0)
+        params["color_mask"] = coin < color_probability
     return params
 
 
-def apply_augment(images, params):
-    """Applies the ops whose parameters are in `params`, in canonical order: color, translation, cutout, flip."""
-    unknown = sorted(set(params) - set(_ORDER))
-    if unknown:
-        raise ValueError(f"unknown augmentation parameters {unknown}; known: {', '.join(_ORDER)}")
+def with_input_means(images, params):
+    """`params` plus the means GAT's colour op takes from `images` (saturation_mean [B, H, W, 1], contrast_mean
+    [B, 1, 1, 1]), so the same op can be re-applied to other inputs; unchanged without a color_mask."""
+    if "color_mask" not in params:
+        return params
     x = _images(images)
+    return {**params, "saturation_mean": tf.reduce_mean(x, axis=3, keepdims=True),
+            "contrast_mean": tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)}
+
+
+def _gat_color(x, params):
+    """official GAT losses/diffaug.py `rand_brightness_saturation_contrast`, given its parameters."""
+    means = with_input_means(x, params) if "saturation_mean" not in params else params
+    saturation_mean = tf.cast(means["saturation_mean"], x.dtype)
+    contrast_mean = tf.cast(means["contrast_mean"], x.dtype)
+    y = x + _per_sample(params["brightness"], x)
+    y = (y - saturation_mean) * _per_sample(params["saturation"], x) + saturation_mean
+    y = (y - contrast_mean) * _per_sample(params["contrast"], x) + contrast_mean
+    return tf.where(tf.reshape(tf.cast(params["color_mask"], tf.bool), [-1, 1, 1, 1]), y, x)
+
+
+def apply_augment(images, params):
+    """Applies the ops whose parameters are in `params`, in canonical order: color, translation, cutout, flip.
+    With a color_mask, the colour ops are GAT's (stored means used when present); without, DiffAugment's."""
+    unknown = sorted(set(params) - set(_KNOWN))
+    if unknown:
+        raise ValueError(f"unknown augmentation parameters {unknown}; known: {', '.join(_KNOWN)}")
+    x = _images(images)
+    gat_color = "color_mask" in params
+    if gat_color:
+        missing = [name for name in ("brightness", "saturation", "contrast") if name not in params]
+        if missing or (set(_MEANS) & set(params) and not set(_MEANS) <= set(params)):
+            raise ValueError(f"GAT's colour op needs brightness, saturation, contrast and both means or neither; "
+                             f"got {sorted(params)}")
+        x = _gat_color(x, params)
     for name in _ORDER:
-        if name in params:
+        if name in params and not (gat_color and name in _POLICY_OPS["color"]):
             x = _APPLY[name](x, params[name])
     return x
 
 
-def diff_augment(images, seed, policy=DEFAULT_POLICY, flip_probability=0.5, brightness_probability=1.0):
-    """(augmented images, parameters) = apply_augment(images, draw_augment_params(seed, ...))."""
+def diff_augment(images, seed, policy=DEFAULT_POLICY, flip_probability=0.5, color_probability=None):
+    """(augmented images, parameters) = apply_augment(images, draw_augment_params(seed, ...)); the parameters
+    carry the input's means for GAT's colour op (with_input_means), ready to be re-applied to another input."""
     x = _images(images)
     batch_size = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
-    params = draw_augment_params(seed, batch_size, x.shape[1], x.shape[2], policy, flip_probability,
-                                 brightness_probability)
+    params = with_input_means(x, draw_augment_params(seed, batch_size, x.shape[1], x.shape[2], policy,
+                                                     flip_probability, color_probability))
     return apply_augment(x, params), params
 
 

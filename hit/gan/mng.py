@@ -34,7 +34,14 @@ NOISE_LEVELS = noise_levels()  # (0.885, 0.76, 0.51, 0.01)
 
 def nested_noise(shape, seed, levels=NOISE_LEVELS):
     """[L, *shape] float32 noise n_k with std t_k, nested as the module says; a pure function of `seed` ([2])."""
-    fresh = stateless_normal([len(levels), *shape], seed)  # fresh[0] -> the cleanest level, then shallower
+    return nest_noise(stateless_normal([len(levels), *shape], seed), levels)
+
+
+def nest_noise(fresh, levels=NOISE_LEVELS):
+    """Fresh N(0, I) draws [L, ...] -> the nested noises [L, ...] (shallow to deep). fresh[0] goes to the cleanest
+    level, then shallower, as the official `seed_noise[idx]` over the reversed levels."""
+    if fresh.shape[0] != len(levels):
+        raise ValueError(f"MNG noise needs {len(levels)} fresh draws on axis 0, got shape {fresh.shape}")
     noise = [levels[-1] * fresh[0]]
     for i, k in enumerate(range(len(levels) - 2, -1, -1), start=1):
         shrink = (1.0 - levels[k]) / (1.0 - levels[k + 1])

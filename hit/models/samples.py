@@ -38,10 +38,11 @@ def images(generator, z, labels=None, truncation_psi=0.0):
     return tf.clip_by_value(generator(z, labels, truncation_psi=truncation_psi, training=False), -1.0, 1.0)
 
 
-def seed_images(generator, seeds, label=None, truncation_psi=0.0):
+def seed_images(generator, seeds, label=None, truncation_psi=0.0, label_mode="balanced"):
     """The samples of `seeds` ([N] integers): images(G, z of each seed, and for a class-conditional generator
-    the class `label`, or each seed's class when it is None)."""
+    the class `label`, or each seed's class when it is None: hit.core.seeds.seed_labels(seeds, K, label_mode))."""
     labels = None
     if is_conditional(generator):
-        labels = seed_labels(seeds, generator.num_classes) if label is None else tf.fill(tf.shape(seeds), label)
+        labels = (seed_labels(seeds, generator.num_classes, label_mode) if label is None
+                  else tf.fill(tf.shape(seeds), label))
     return images(generator, seed_latents(seeds, generator.latent_dim), labels, truncation_psi)

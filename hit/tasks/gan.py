@@ -16,7 +16,6 @@ is therefore the same on any number of replicas that the groups tile, and reprod
 """
 
 import gin
-import keras
 import tensorflow as tf
 
 from hit.core.seeds import seed_range
@@ -25,6 +24,7 @@ from hit.gan.ema import ExponentialMovingAverage
 from hit.models.presets import get_discriminator, get_generator
 from hit.models.samples import seed_images
 from hit.tasks.base import TwoOptimizers, average_replica_statistics, per_replica_batch
+from hit.train.optimizers import Adam
 from hit.train.precision import check_precision, inner_gradient_scale, loss_scaled, policy_scope
 
 UPDATE_SCHEMES = ("simultaneous", "alternating")
@@ -95,8 +95,8 @@ class GANTask(TwoOptimizers):
                                                    **self.generator_overrides)
                 self.discriminator = get_discriminator(self.discriminator_preset, **self.discriminator_overrides)
             adam = dict(beta_1=self.beta1, beta_2=self.beta2, epsilon=self.adam_epsilon)
-            self.generator_optimizer = loss_scaled(keras.optimizers.Adam(self.generator_lr, **adam), self.precision)
-            self.discriminator_optimizer = loss_scaled(keras.optimizers.Adam(self.discriminator_lr, **adam),
+            self.generator_optimizer = loss_scaled(Adam(self.generator_lr, **adam), self.precision)
+            self.discriminator_optimizer = loss_scaled(Adam(self.discriminator_lr, **adam),
                                                        self.precision)
             self.generator_optimizer.build(self.generator.trainable_variables)
             self.discriminator_optimizer.build(self.discriminator.trainable_variables)

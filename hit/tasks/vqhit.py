@@ -18,7 +18,6 @@ the global batch.
 """
 
 import gin
-import keras
 import tensorflow as tf
 
 from hit.gan import losses, penalties
@@ -26,6 +25,7 @@ from hit.gan.perceptual import VGGFeatures, perceptual_distance
 from hit.layers.quantizer import code_counts, code_usage
 from hit.models.presets import get_discriminator, get_vqhit
 from hit.tasks.base import Task, average_replica_statistics, per_replica_batch
+from hit.train.optimizers import Adam
 from hit.train.precision import check_precision, inner_gradient_scale, loss_scaled, policy_scope
 
 RANDOM_VGG = "random"
@@ -92,9 +92,9 @@ class VQHiTTask(Task):
                     path = None if self.vgg_weights_path == RANDOM_VGG else self.vgg_weights_path
                     self.vgg = VGGFeatures(weights_path=path)
             adam = dict(beta_1=self.beta1, beta_2=self.beta2, epsilon=self.adam_epsilon)
-            self.autoencoder_optimizer = loss_scaled(keras.optimizers.Adam(self.autoencoder_lr, **adam),
+            self.autoencoder_optimizer = loss_scaled(Adam(self.autoencoder_lr, **adam),
                                                      self.precision)
-            self.discriminator_optimizer = loss_scaled(keras.optimizers.Adam(self.discriminator_lr, **adam),
+            self.discriminator_optimizer = loss_scaled(Adam(self.discriminator_lr, **adam),
                                                        self.precision)
             self.autoencoder_optimizer.build(self.model.trainable_variables)
             self.discriminator_optimizer.build(self.discriminator.trainable_variables)
