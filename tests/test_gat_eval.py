@@ -111,15 +111,37 @@ def test_evaluation_balances_classes_and_uses_the_reference_batch(tmp_path):
         Evaluator(model_dir=str(tmp_path), best_metric="recall")
 
 
-def test_checkpoint_results_name_psi_and_decoder(run, tmp_path):
+def test_random_labels_and_uint8_quantisation_as_the_official_fid(tmp_path):
+    """labels='random' draws each seed's class (official GAT FID-50K), the same for a seed in any batch; quantize
+    rounds the samples to uint8 levels before the feature network."""
+    spy = LabelSpy()
+    evaluator = Evaluator(model_dir=str(tmp_path), protocol="demo_classifier", num_samples=200, batch_size=64,
+                          labels="random", quantize=True)
+    batches = [b.numpy() for b in evaluator._fake_batches(spy)]
+    counts = np.bincount(spy.labels, minlength=10)
+    assert counts.sum() == 200 and counts.min() >= 5 and counts.tolist() != [20] * 10  # random, not balanced
+    np.testing.assert_array_equal(seed_labels(seed_range(64, 136), 10, "random"), spy.labels[64:])
+    images = np.concatenate(batches)
+    levels = (images + 1.0) * 127.5
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)  # on the uint8 grid
+    raw = next(Evaluator(model_dir=str(tmp_path), labels="random")._fake_batches(LabelSpy())).numpy()
+    assert not np.allclose((raw + 1.0) * 127.5, np.round((raw + 1.0) * 127.5), atol=1e-3)
+    with pytest.raises(ValueError, match="Evaluator.labels must be one of balanced, random"):
+        Evaluator(model_dir=str(tmp_path), labels="uniform")
+
+
+def test_checkpoint_results_name_psi_labels_and_decoder(run, tmp_path):
     model_dir, task = run
     evaluator = Evaluator(model_dir=str(model_dir), protocol="demo_classifier", num_samples=20, batch_size=10,
-                          inception_split=10, kid_samples=20, truncation_psi=0.3)
+                          inception_split=10, kid_samples=20, truncation_psi=0.3, quantize=True)
     evaluator._extractor = MeanColourExtractor()
     name, generator = task.eval_generator()
+    bfloat16_run = GATTask(generator_preset="gat_tiny", repa_weight=0.0, precision="bfloat16")
+    assert bfloat16_run.eval_generator()[1].model.compute_dtype == "float32"  # the EMA generator samples in float32
     evaluator.evaluate_checkpoint(str(model_dir / "ckpt-3"), generator, DataSource("random", resolution=16), name)
     row = evaluator.results()[-1]
-    assert (row["step"], row["truncation_psi"], row["decoder"]) == (3, 0.3, "identity")
+    assert (row["step"], row["truncation_psi"], row["labels"], row["quantized"], row["decoder"]) == (
+        3, 0.3, "balanced", True, "identity")
 
 
 @pytest.mark.slow
