@@ -1,5 +1,5 @@
 """Train generators for the same wall-clock budget and measure them at the same time marks (hit.bench.compare): the
-demo's version of Table 1's HiT vs ConvNet-R1. Writes compare.md (the table, also printed), compare.jsonl and
+demo's version of Table 1's HiT vs ConvNet-R1, and GAT (class-conditional: every class in turn) against HiT. Writes compare.md (the table, also printed), compare.jsonl and
 compare.png (a column of samples per run, a row per mark) into --output_dir.
 
     python tools/compare_generators.py --output_dir=runs/compare \
@@ -19,6 +19,7 @@ from absl import app, flags  # noqa: E402
 
 import hit  # noqa: E402,F401  (selects the TensorFlow backend; before TensorFlow, see hit/__init__.py)
 from hit.bench import compare  # noqa: E402
+from hit.configs import register_configurables  # noqa: E402
 from hit.core.console import keep_project_lines  # noqa: E402
 from hit.core.errors import one_line  # noqa: E402
 
@@ -40,6 +41,7 @@ def main(argv):
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}")
     keep_project_lines()
+    register_configurables()  # every task a run's gin may name
     try:
         runs = [compare.parse_run(text) for text in _RUN.value]
         compare.compare(runs, _MARKS.value, _OUTPUT.value, _GIN_PARAM.value, _CLASSIFIER.value, _SAMPLES.value,

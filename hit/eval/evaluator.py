@@ -57,13 +57,16 @@ class Evaluator:
     def __init__(self, model_dir=gin.REQUIRED, protocol="keras_inception", weights_path=None, num_samples=50_000,
                  batch_size=100, inception_split=5000, kid_samples=2000, best_metric="fid",
                  reference_path=None, seed=0, reference_batch=None, precision_recall=False, precision_recall_k=3,
-                 precision_recall_samples=10_000, truncation_psi=0.0, labels="balanced", quantize=False):
+                 precision_recall_samples=10_000, truncation_psi=0.0, labels="balanced", quantize=False,
+                 reference_data=None):
         """reference_batch: an ADM-suite reference .npz (mu, sigma, arr_0) whose statistics FID is measured
         against instead of the eval split's (its images give KID's and precision / recall's real features).
         precision_recall: also Kynkäänniemi et al.'s precision and recall (k nearest neighbours) of all samples
         against up to precision_recall_samples real ones. truncation_psi: for class-conditional generators
         (GAT); labels: "balanced" (seed % K) or "random" (official GAT) for them. quantize: fakes rounded to
-        uint8 before the feature network. Psi, labels, quantize and the decoder are written beside the numbers."""
+        uint8 before the feature network. Psi, labels, quantize and the decoder are written beside the numbers.
+        reference_data: the DataSource whose eval split holds the real images, when the run's data are not images
+        (a latent set: gin `Evaluator.reference_data = @reference/DataSource()`)."""
         if labels not in LABEL_MODES:
             raise ValueError(f"Evaluator.labels must be one of {', '.join(LABEL_MODES)}, got {labels!r}")
         if best_metric not in LOWER_IS_BETTER:
@@ -75,7 +78,7 @@ class Evaluator:
         self.inception_split, self.kid_samples = inception_split, kid_samples
         self.best_metric, self.seed = best_metric, seed
         self.reference_batch, self.truncation_psi = reference_batch, truncation_psi
-        self.labels, self.quantize = labels, quantize
+        self.labels, self.quantize, self.reference_data = labels, quantize, reference_data
         self.precision_recall, self.precision_recall_k = precision_recall, precision_recall_k
         self.precision_recall_samples = precision_recall_samples
         source = f"_{os.path.splitext(os.path.basename(reference_batch))[0]}" if reference_batch else ""
@@ -122,10 +125,15 @@ class Evaluator:
         for start in range(0, len(images), self.batch_size):
             yield tf.cast(images[start:start + self.batch_size], tf.float32) / 127.5 - 1.0
 
+    def real_data(self, data):
+        """The DataSource of the real images: reference_data if set, else the run's."""
+        return self.reference_data or data
+
     def reference(self, data):
-        """(real statistics, KID features, first real batch, precision / recall features): of the eval split, or
-        of Evaluator.reference_batch (its mu and sigma, features of its images); computed once and cached at
-        reference_path."""
+        """(real statistics, KID features, first real batch, precision / recall features): of the eval split (of
+        reference_data if set), or of Evaluator.reference_batch (its mu and sigma, features of its images);
+        computed once and cached at reference_path."""
+        data = self.real_data(data)
         if tf.io.gfile.exists(self.reference_path):
             with tf.io.gfile.GFile(self.reference_path, "rb") as f:
                 cached = np.load(f)

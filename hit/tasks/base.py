@@ -55,6 +55,11 @@ class Task:
         """(checkpoint entry, a fresh model to restore it into): what evaluation, sampling and export use."""
         raise NotImplementedError
 
+    def sampling_generator(self):
+        """The EMA generator being trained, as an image generator (hit.models.samples), for measurements during
+        training (hit.bench.compare); tasks without a generator (VQ-HiT) do not define it."""
+        raise NotImplementedError
+
     # ---- the step's draws, made for the global batch ----------------------------------------------------
 
     def step_seed(self, step, stream):

@@ -214,6 +214,9 @@ class GANTask(TwoOptimizers):
         """(checkpoint name, a fresh generator to restore it into): what evaluation and sampling use."""
         return "ema_generator", get_generator(self.generator_preset, name="ema_generator", **self.generator_overrides)
 
+    def sampling_generator(self):
+        return self.ema_generator
+
     def sample_images(self, num_samples, real_images=None):
         """The EMA generator's samples of seeds 0, 1, ... (hit.models.samples), in [-1, 1]."""
         del real_images

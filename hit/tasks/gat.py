@@ -336,12 +336,15 @@ class GATTask(TwoOptimizers):
             latents = latents[..., :3]
         return tf.clip_by_value(latents, -1.0, 1.0)
 
+    def sampling_generator(self):
+        """The EMA generator, its samples decoded to images (hit.models.samples.Decoded)."""
+        return Decoded(self.ema_generator, self.decode, self.decoder, self.vae)
+
     def sample_images(self, num_samples, real_images=None):
         """The EMA generator's samples of seeds 0, 1, ... (hit.models.samples: each seed's class, so every class
         in turn), truncation sample_psi, decoded, in [-1, 1]."""
         del real_images
-        decoded = Decoded(self.ema_generator, self.decode, self.decoder)
-        return seed_images(decoded, seed_range(0, num_samples), truncation_psi=self.sample_psi)
+        return seed_images(self.sampling_generator(), seed_range(0, num_samples), truncation_psi=self.sample_psi)
 
     @property
     def decoder(self):
