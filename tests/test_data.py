@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 from hit.data import fashion_mnist
 from hit.data.pipeline import DataSource, data_stats
 from hit.data.preprocessing import preprocess
+from tests.idx_files import write_idx
 
 CONTEXT = tf.distribute.InputContext()
 
@@ -331,14 +332,6 @@ def test_tfds_builders_with_mock_data(name, resolution):
 
 debian = pytest.mark.skipif(not os.path.isdir(fashion_mnist.DEBIAN_DIR),
                             reason="Debian package dataset-fashion-mnist is not installed (CI installs it)")
-
-
-def write_idx(directory, images, labels, split="train"):
-    header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in images.shape)
-    stems = fashion_mnist._FILES[split]
-    (directory / stems[0]).write_bytes(header + images.tobytes())
-    (directory / stems[1]).write_bytes(bytes([0, 0, 8, 1]) + len(labels).to_bytes(4, "big") + bytes(labels))
-    return header
 
 
 def test_idx_reader_on_files_the_test_writes(tmp_path):

@@ -26,7 +26,7 @@ from hit.models.dinov2 import DINOv2
 from hit.models.latent_space import SCALE_FACTOR, sample_latents
 from hit.models.sd_vae import SDVAE
 from hit.models.weights.dinov2_hf import hf_weight_map
-from hit.models.weights.sd_vae_torch import conv_weight, linear_weight, weight_mapping
+from hit.models.weights.sd_vae_torch import conv_weight, linear_weight, save_sd_vae, weight_mapping
 
 from hit.inference.latent_extraction import Encoder, extract
 
@@ -35,6 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # f8 like SD's VAE (four levels), tiny: 32 px images -> 4 x 4 x 4 latents.
 TINY_VAE = dict(channels=8, channel_multipliers=(1, 1, 1, 1), num_res_blocks=1, groups=4)
 TINY_DINO = dict(image_size=28, patch_size=14, width=16, depth=1, heads=2, position_grid=4)
+GRAY_VAE = dict(TINY_VAE, latent_channels=2, image_channels=1, scale_factor=0.5)  # a demo-like VAE of one's own
 SIZES = [(40, 56), (64, 48), (32, 32), (100, 80), (70, 64)]  # (H, W): upscaled, box-halved, as is, ...
 
 
@@ -158,6 +159,46 @@ def test_labels_and_the_center_crop_from_fashion_mnist(models, tmp_path):
     np.testing.assert_array_equal(got["label"], [9, 0, 0, 3, 0, 2])  # the first Fashion-MNIST training labels
     batch = next(iter(DataSource("latents", data_dir=str(tmp_path), with_labels=True).eval_dataset(6)))
     np.testing.assert_array_equal(batch["label"], [9, 0, 0, 3, 0, 2])
+
+
+def test_a_one_channel_vae_records_its_scale_factor_and_sets_use_it(tmp_path):
+    keras.utils.set_random_seed(1)
+    vae = SDVAE(32, **GRAY_VAE).build_symbolic()
+    out = str(tmp_path / "set")
+    extract(DataSource("random", resolution=32, with_labels=False), out, Encoder(vae, batch_size=2), resolution=32,
+            num_images=2)
+    assert latents.read_metadata(out)["scale_factor"] == 0.5
+    stored = fields_of(out)
+    assert stored["moments"].shape == (2, 4, 4, 4)  # f8, 2 latent channels: [mean; std]
+    mean, std = np.split(stored["moments"], 2, axis=-1)
+    batch = next(iter(DataSource("latents", data_dir=out, with_labels=False).eval_dataset(2)))
+    np.testing.assert_allclose(batch["latent"], mean * 0.5, rtol=1e-6)
+    context = tf.distribute.InputContext()
+    element = next(iter(DataSource("latents", data_dir=out, with_labels=False, shuffle_buffer=1).train_dataset(
+        context, 1, seed=3)))
+    expected = sample_latents(mean[0], std[0], stateless_seed("data", 3, 0, 0), scale_factor=0.5)
+    np.testing.assert_allclose(element["latent"][0], expected, rtol=1e-6, atol=1e-7)
+    metadata = latents.read_metadata(out)
+    del metadata["scale_factor"]  # sets that record none are SD's
+    latents.write_metadata(out, metadata)
+    batch = next(iter(DataSource("latents", data_dir=out, with_labels=False).eval_dataset(2)))
+    np.testing.assert_allclose(batch["latent"], mean * SCALE_FACTOR, rtol=1e-6)
+    latents.write_metadata(out, {**metadata, "scale_factor": "big"})
+    with pytest.raises(ValueError, match=r"scale_factor in .*latents.json must be a positive number, got 'big'"):
+        DataSource("latents", data_dir=out, with_labels=False).eval_dataset(2)
+
+
+def test_a_one_channel_vae_encodes_the_luma(tmp_path):
+    keras.utils.set_random_seed(1)
+    vae = SDVAE(32, **GRAY_VAE).build_symbolic()
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+    gray = np.repeat(rgb[..., :1], 3, axis=-1)
+    encoder = Encoder(vae, batch_size=2)
+    for images, luma in ((rgb, rgb @ np.array([0.299, 0.587, 0.114])), (gray, gray[..., 0])):
+        mean, std = vae.encode((luma[..., None] / 127.5 - 1).astype(np.float32))
+        np.testing.assert_allclose(encoder(images)["moments"], np.concatenate([mean, std], -1), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="the VAE takes 2-channel images; extraction feeds 1 .gray. or 3 .RGB."):
+        Encoder(SDVAE(32, **{**GRAY_VAE, "image_channels": 2}), batch_size=2)
 
 
 class Interrupted(Exception):
@@ -458,6 +499,30 @@ def test_command_lines_extract_and_decode(models, folder, extracted, tmp_path):
                       f"--vae_config={json.dumps(TINY_VAE)}", "--resolution=32", f"--output_dir={tmp_path / 'r'}")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == "error: the random source is endless; give --num_images"
+
+
+@pytest.mark.slow
+def test_command_lines_take_the_config_from_a_vae_file_of_ones_own(extracted, tmp_path):
+    keras.utils.set_random_seed(1)
+    vae_path = str(tmp_path / "demo.safetensors")
+    save_sd_vae(SDVAE(32, **GRAY_VAE).build_symbolic(), vae_path)  # records its config, resolution 32 and scale
+    out = str(tmp_path / "set")
+    result = run_tool("tools/extract_latents.py", "--source=fashion_mnist", "--num_images=4", "--batch_size=4",
+                      f"--vae_weights={vae_path}", f"--output_dir={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metadata = latents.read_metadata(out)
+    assert (metadata["resolution"], metadata["scale_factor"]) == (32, 0.5)
+    assert fields_of(out)["moments"].shape == (4, 4, 4, 4)
+    result = run_tool("tools/decode_latents.py", f"--vae_weights={vae_path}", f"--latents={out}",
+                      f"--output={tmp_path / 'grid.png'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert tf.io.decode_png(tf.io.read_file(str(tmp_path / "grid.png"))).shape[:2] == (64, 64)
+    result = run_tool("tools/decode_latents.py", f"--vae_weights={vae_path}", f"--latents={extracted}",
+                      f"--output={tmp_path / 'x.png'}")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (f"error: the latent data set {extracted} is scaled by 0.18215, "
+                                                      "the VAE decodes latents scaled by 0.5; decode it with the VAE "
+                                                      "that made it")
 
 
 @pytest.mark.slow

@@ -191,6 +191,16 @@ def test_sample_latents_is_stateless_and_scaled():
     np.testing.assert_allclose(a, expected, rtol=1e-6)
     traced = tf.function(sample_latents)(mean, std, tf.constant([5, 0], tf.int64))
     np.testing.assert_array_equal(traced.numpy(), a)
+    np.testing.assert_allclose(sample_latents(mean, std, 5, scale_factor=0.5).numpy(), a / SCALE_FACTOR * 0.5,
+                               rtol=1e-5, atol=1e-6)  # another VAE's scale factor (the demo VAE's)
+
+
+def test_the_scale_factor_is_part_of_the_config():
+    assert SDVAE(16, **SMALL).get_config()["scale_factor"] == SCALE_FACTOR == 0.18215
+    vae = SDVAE(16, scale_factor=0.5, **SMALL)
+    assert vae.scale_factor == vae.get_config()["scale_factor"] == 0.5 and vae.downsampling_factor == 4
+    with pytest.raises(ValueError, match="scale_factor must be a positive number, got 0"):
+        SDVAE(16, scale_factor=0, **SMALL)
 
 
 @pytest.mark.parametrize("shape", [(1, 18, 16, 3), (1, 16, 16, 1), (16, 16, 3)])

@@ -6,11 +6,13 @@ clipped, uint8).
     python tools/decode_latents.py --vae_weights=sd-vae-ft-ema.safetensors --latents=samples.npy --output=grid.png
 
 --latents is a latent data set of tools/extract_latents.py (its first images' posterior means, in order: the
-VAE's reconstructions) or a .npy of scaled latents [N, h, w, 4] (already multiplied by 0.18215, as generators
-of the latent space produce them).
+VAE's reconstructions; the set's scale factor must be the VAE's) or a .npy of scaled latents [N, h, w, c]
+(already multiplied by the VAE's scale factor, 0.18215 for SD's, as generators of the latent space produce
+them). A VAE file of tools/train_demo_vae.py records its options and scale factor: no --vae_config needed.
 """
 
 import json
+import math
 import os
 import sys
 
@@ -29,17 +31,22 @@ from hit.models.weights.sd_vae_torch import load_sd_vae  # noqa: E402
 
 BATCH_SIZE = 16  # latents per decoder call
 
-_VAE = flags.DEFINE_string("vae_weights", None, "SD-VAE .safetensors (ldm or diffusers naming).")
-_VAE_CONFIG = flags.DEFINE_string("vae_config", "{}", "JSON of SDVAE options for a VAE other than SD's.")
+_VAE = flags.DEFINE_string("vae_weights", None, "SD-VAE .safetensors (ldm or diffusers naming, or save_sd_vae's).")
+_VAE_CONFIG = flags.DEFINE_string("vae_config", "{}", "JSON of SDVAE options overriding the file's (SD's: none).")
 _LATENTS = flags.DEFINE_string("latents", None, "A latent data set folder, or a .npy of scaled latents [N, h, w, c].")
 _NUM = flags.DEFINE_integer("num_images", 64, "Decode the first N latents.")
 _COLUMNS = flags.DEFINE_integer("columns", None, "Grid columns (default: about the square root of N).")
 _OUTPUT = flags.DEFINE_string("output", None, "The PNG grid to write.")
 
 
-def read_latents(path, num, channels):
-    """The first `num` scaled latents [n, h, w, channels] of a data set folder or a .npy file."""
+def read_latents(path, num, channels, scale_factor):
+    """The first `num` scaled latents [n, h, w, channels] of a data set folder (whose scale factor must be
+    `scale_factor`, the VAE's) or a .npy file."""
     if tf.io.gfile.isdir(path):
+        found = latents.scale_factor(latents.read_metadata(path), path)
+        if not math.isclose(found, scale_factor, rel_tol=1e-6):
+            raise ValueError(f"the latent data set {path} is scaled by {found}, the VAE decodes latents scaled by "
+                             f"{scale_factor}; decode it with the VAE that made it")
         batches = latents.eval_dataset(path, BATCH_SIZE, num, with_labels=False)
         found = np.concatenate([b["latent"].numpy() for b in batches])
     else:
@@ -70,7 +77,7 @@ def main(argv):
     try:
         config = json.loads(_VAE_CONFIG.value)
         vae = load_sd_vae(_VAE.value, **config)
-        scaled = read_latents(_LATENTS.value, _NUM.value, vae.latent_channels)
+        scaled = read_latents(_LATENTS.value, _NUM.value, vae.latent_channels, vae.scale_factor)
         write_png(_OUTPUT.value, decode(vae, scaled), _COLUMNS.value)
         print(f"wrote {len(scaled)} decoded images of {list(scaled.shape[1:])} latents to {_OUTPUT.value}")
     except json.JSONDecodeError as e:

@@ -5,6 +5,8 @@ moments, labels and, optionally, DINOv2 features of every image (and of its mirr
     python tools/extract_latents.py --source=imagenet2012 --data_dir=~/tensorflow_datasets \\
         --vae_weights=sd-vae-ft-mse/diffusion_pytorch_model.safetensors \\
         --dinov2_weights=dinov2-base/model.safetensors --flipped --output_dir=latents/imagenet256
+    python tools/extract_latents.py --source=fashion_mnist --crop=center --vae_weights=runs/demo_vae.safetensors \
+        --output_dir=latents/fashion_mnist32   # the demo VAE (tools/train_demo_vae.py): 32 x 32 -> 8 x 8 x 4
 
 Images come from any data source of hit.data (imagenet2012, celeb_a_hq, ffhq, folder, fashion_mnist, random) in
 the split's own order, are cut to --resolution with ADM's centre crop (--crop=adm, GAT's recipe; --crop=center
@@ -37,10 +39,12 @@ _SOURCE = flags.DEFINE_enum("source", None, IMAGE_SOURCES, "Where the images com
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "The source's data_dir (TFDS dir, image folder, FFHQ records).")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "TFDS manual downloads (ImageNet tars), if not prepared.")
 _SPLIT = flags.DEFINE_enum("split", "train", ("train", "eval"), "Which split of the source.")
-_RESOLUTION = flags.DEFINE_integer("resolution", 256, "Image side fed to the VAE (latents are 1/8 of it).")
+_RESOLUTION = flags.DEFINE_integer("resolution", None, "Image side fed to the VAE (SD: latents are 1/8 of it); "
+                                   "default: the size the VAE file records (save_sd_vae's), else 256.")
 _CROP = flags.DEFINE_enum("crop", "adm", CROPS, "adm: ADM's centre crop (GAT); center: our pipelines' crop.")
-_VAE = flags.DEFINE_string("vae_weights", None, "SD-VAE .safetensors (ldm or diffusers naming), e.g. sd-vae-ft-mse.")
-_VAE_CONFIG = flags.DEFINE_string("vae_config", "{}", "JSON of SDVAE options for a VAE other than SD's.")
+_VAE = flags.DEFINE_string("vae_weights", None, "SD-VAE .safetensors (ldm or diffusers naming), e.g. sd-vae-ft-mse, "
+                           "or a VAE of one's own (tools/train_demo_vae.py), whose file records its options.")
+_VAE_CONFIG = flags.DEFINE_string("vae_config", "{}", "JSON of SDVAE options overriding the file's (SD's: none).")
 _DINOV2 = flags.DEFINE_string("dinov2_weights", None, "DINOv2 ViT-B/14 .safetensors (Hugging Face naming): also "
                               "store its class and patch features (REPA targets).")
 _DINOV2_CONFIG = flags.DEFINE_string("dinov2_config", "{}", "JSON of DINOv2 options for another ViT.")
@@ -80,11 +84,12 @@ def main(argv):
         with strategy.scope():
             vae = load_sd_vae(_VAE.value, _RESOLUTION.value, **json_flag(_VAE_CONFIG))
             dinov2 = _DINOV2.value and load_dinov2(_DINOV2.value, **json_flag(_DINOV2_CONFIG))
-        source = DataSource(_SOURCE.value, resolution=_RESOLUTION.value, data_dir=_DATA_DIR.value,
+        resolution = vae.resolution  # --resolution, else the file's
+        source = DataSource(_SOURCE.value, resolution=resolution, data_dir=_DATA_DIR.value,
                             manual_dir=_MANUAL_DIR.value, with_labels=_SOURCE.value in LABELLED)
         encoder = Encoder(vae, dinov2 or None, _FLIPPED.value, strategy, _BATCH_SIZE.value)
         weights = {"vae": os.path.basename(_VAE.value), "dinov2": _DINOV2.value and os.path.basename(_DINOV2.value)}
-        print(extract(source, _OUTPUT_DIR.value, encoder, split=_SPLIT.value, resolution=_RESOLUTION.value,
+        print(extract(source, _OUTPUT_DIR.value, encoder, split=_SPLIT.value, resolution=resolution,
                       crop=_CROP.value, shard_size=_SHARD_SIZE.value, num_images=_NUM_IMAGES.value,
                       feature_dtype=_FEATURE_DTYPE.value, task_index=_TASK_INDEX.value, num_tasks=_NUM_TASKS.value,
                       weights=weights))

@@ -13,8 +13,9 @@ when the source has none), and optionally "dino_cls" [768], "dino_patches" [256,
 of the image, float16 by default) and the same fields of the horizontally flipped image ("moments_flip",
 "dino_cls_flip", "dino_patches_flip").
 
-Reading for training samples a posterior latent per element and step, z = (mean + std * eps) * 0.18215 with eps
-keyed by (seed, start step, element), as GAT does every step (official train.py `sample_posterior`).
+Reading for training samples a posterior latent per element and step, z = (mean + std * eps) * scale_factor with
+eps keyed by (seed, start step, element), as GAT does every step (official train.py `sample_posterior`);
+scale_factor is the one latents.json records, the VAE's (SD's 0.18215, or e.g. the Fashion-MNIST demo VAE's own).
 
 Opening a set checks it cheaply (a stat and a sidecar per shard, no records read): every shard of latents.json's
 num_images is there with the size and record count its sidecar recorded (shards written before sidecars: present,
@@ -30,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from hit.core.seeds import stateless_seed
-from hit.models.latent_space import SCALE_FACTOR, sample_latents
+from hit.models.latent_space import SCALE_FACTOR, check_scale_factor, sample_latents
 
 METADATA = "latents.json"
 SHARD = "latents-{:05d}.tfrecord"
@@ -136,15 +137,21 @@ def posterior(moments):
     return mean, std
 
 
-def sample(element, seed, with_labels=True):
-    """A parsed record -> {"latent": (mean + std * eps) * 0.18215[, "latent_flip"], "label", DINOv2 fields}.
-    The flipped image's latent uses an independent eps (seed folded with 1)."""
+def scale_factor(metadata, data_dir=""):
+    """The latent scale factor latents.json records (the VAE's); SD's 0.18215 for a set that records none."""
+    return check_scale_factor(metadata.get("scale_factor", SCALE_FACTOR),
+                              f"scale_factor in {os.path.join(data_dir or '', METADATA)}")
+
+
+def sample(element, seed, with_labels=True, scale=SCALE_FACTOR):
+    """A parsed record -> {"latent": (mean + std * eps) * scale[, "latent_flip"], "label", DINOv2 fields}, scale:
+    the set's scale factor. The flipped image's latent uses an independent eps (seed folded with 1)."""
     out = {}
     for name, value in element.items():
         if name.startswith("moments"):
             key = seed if name == "moments" else tf.random.experimental.stateless_fold_in(
                 tf.cast(seed, tf.int64), tf.constant(1, tf.int64), alg="philox")
-            out[name.replace("moments", "latent")] = sample_latents(*posterior(value), key)
+            out[name.replace("moments", "latent")] = sample_latents(*posterior(value), key, scale)
         elif name != "label" or with_labels:
             out[name] = value
     return out
@@ -160,7 +167,7 @@ def train_dataset(data_dir, input_context, seed, start_step=0, shuffle_buffer=20
 
     Shards are split between input pipelines (whole files when there are at least as many files, else
     records); files are visited in a seeded order, read in turn, and shuffled in a buffer of at most 1 GiB."""
-    fields, files = _open(data_dir, with_labels)
+    fields, files, scale = _open(data_dir, with_labels)
     pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
     by_file = len(files) >= pipelines
     dataset = tf.data.Dataset.from_tensor_slices(files)
@@ -174,19 +181,20 @@ def train_dataset(data_dir, input_context, seed, start_step=0, shuffle_buffer=20
     buffer = max(1, min(shuffle_buffer, 2**30 // record_bytes(fields)))
     dataset = dataset.shuffle(buffer, seed=order_seed + 1, reshuffle_each_iteration=True).repeat().enumerate()
     return dataset.map(lambda i, r: sample(parse(r, fields), stateless_seed("data", seed, start_step, i),
-                                           with_labels), num_parallel_calls=tf.data.AUTOTUNE)
+                                           with_labels, scale), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def eval_dataset(data_dir, batch_size, num_examples=None, with_labels=True):
-    """The set once, in source order: batches {"latent": posterior mean * 0.18215, "label"?, DINOv2 fields?}."""
-    fields, files = _open(data_dir, with_labels)
+    """The set once, in source order: batches {"latent": posterior mean * the set's scale factor, "label"?, DINOv2
+    fields?}."""
+    fields, files, scale = _open(data_dir, with_labels)
     dataset = tf.data.TFRecordDataset(files)
     if num_examples:
         dataset = dataset.take(num_examples)
 
     def mean_latent(record):
         element = parse(record, fields)
-        out = {k.replace("moments", "latent"): posterior(v)[0] * SCALE_FACTOR if k.startswith("moments") else v
+        out = {k.replace("moments", "latent"): posterior(v)[0] * scale if k.startswith("moments") else v
                for k, v in element.items()}
         if not with_labels:
             out.pop("label")
@@ -196,14 +204,14 @@ def eval_dataset(data_dir, batch_size, num_examples=None, with_labels=True):
 
 
 def _open(data_dir, with_labels):
-    """(fields, shard paths) of a set about to be read, after the checks of _check_shards."""
+    """(fields, shard paths, scale factor) of a set about to be read, after the checks of _check_shards."""
     metadata = read_metadata(data_dir)
     if with_labels and not metadata.get("labels", False):
         raise ValueError(f"the latent data set in {data_dir} has no labels (its source {metadata.get('source')} "
                          "had none); set DataSource.with_labels = False or extract from a labelled source")
     files = shard_files(data_dir)
     _check_shards(data_dir, metadata, [os.path.basename(f) for f in files])
-    return metadata["fields"], files
+    return metadata["fields"], files, scale_factor(metadata, data_dir)
 
 
 def _check_shards(data_dir, metadata, names):

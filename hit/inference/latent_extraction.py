@@ -3,12 +3,13 @@ source -> SD-VAE moments (+ DINOv2 features) in resumable TFRecord shards, in th
 tools/extract_latents.py is its command line.
 
 Images are read in the split's own order (DataSource.ordered_images), cut to the resolution with ADM's centre crop
-("adm", GAT's recipe) or our pipelines' ("center"), encoded in batches under a tf.distribute strategy (the global
-batch split across replicas in order and gathered back in order; the last batch padded for static shapes) and
-written in shards of `shard_size` source positions. A shard is written to <name>.incomplete and renamed when
-complete, after its sidecar (its record count and size, which readers check) is written, so a second run skips
-finished shards and redoes a half-written one; latents.json records the settings and a resumed run must use the
-same. Shard k belongs to task k mod num_tasks (several hosts share a set).
+("adm", GAT's recipe) or our pipelines' ("center"), made RGB (gray tiled; a one-channel VAE, the Fashion-MNIST
+demo's, gets their luma: BT.601 weights, which give a tiled gray image its gray back), encoded in batches under a
+tf.distribute strategy (the global batch split across replicas in order and gathered back in order; the last batch
+padded for static shapes) and written in shards of `shard_size` source positions. A shard is written to
+<name>.incomplete and renamed when complete, after its sidecar (its record count and size, which readers check) is
+written, so a second run skips finished shards and redoes a half-written one; latents.json records the settings
+(the VAE's scale factor too) and a resumed run must use the same. Shard k belongs to task k mod num_tasks (several hosts share a set).
 """
 
 import os
@@ -21,9 +22,9 @@ from hit.core.images import to_uint8
 from hit.core.progress import Progress
 from hit.data import latents
 from hit.data.preprocessing import adm_center_crop, preprocess
-from hit.models.latent_space import SCALE_FACTOR
 
 CROPS = ("adm", "center")
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as tf.image.rgb_to_grayscale; they sum to 1
 
 
 def crop_images(dataset, crop, resolution):
@@ -43,9 +44,11 @@ def crop_images(dataset, crop, resolution):
 
 class Encoder:
     """uint8 images [batch_size, R, R, 3] (numpy) -> {field: numpy [batch_size, ...]} under a strategy: the batch
-    is split across replicas in order and gathered back in order."""
+    is split across replicas in order and gathered back in order. A one-channel VAE encodes the images' luma."""
 
     def __init__(self, vae, dinov2=None, flipped=False, strategy=None, batch_size=64):
+        if vae.image_channels not in (1, 3):
+            raise ValueError(f"the VAE takes {vae.image_channels}-channel images; extraction feeds 1 (gray) or 3 (RGB)")
         self.vae, self.dinov2, self.flipped = vae, dinov2, flipped
         self.strategy = strategy or tf.distribute.get_strategy()
         replicas = self.strategy.num_replicas_in_sync
@@ -57,7 +60,10 @@ class Encoder:
     def _replica(self, images):
         out = {}
         for suffix, view in [("", images)] + [("_flip", tf.reverse(images, axis=[2]))] * self.flipped:
-            mean, std = self.vae.encode(tf.cast(view, tf.float32) / 127.5 - 1.0)  # EDM2 / REPA: x / 127.5 - 1
+            pixels = tf.cast(view, tf.float32)
+            if self.vae.image_channels == 1:
+                pixels = tf.tensordot(pixels, tf.constant(LUMA), axes=[[3], [0]])[..., None]
+            mean, std = self.vae.encode(pixels / 127.5 - 1.0)  # EDM2 / REPA: x / 127.5 - 1
             out["moments" + suffix] = tf.concat([mean, std], axis=-1)
             if self.dinov2 is not None:
                 out["dino_cls" + suffix], out["dino_patches" + suffix] = self.dinov2.features(view)
@@ -99,7 +105,7 @@ def extract(source, output_dir, encoder, *, split="train", resolution=256, crop=
     if crop not in CROPS:
         raise ValueError(f"unknown crop {crop!r}; expected one of {CROPS}")
     vae, dinov2 = encoder.vae, encoder.dinov2
-    factor = 2 ** (len(vae.channel_multipliers) - 1)
+    factor = vae.downsampling_factor
     if resolution % factor:
         raise ValueError(f"resolution {resolution} is not divisible by the VAE's downsampling factor {factor}")
     total = source.num_images(split)
@@ -112,7 +118,7 @@ def extract(source, output_dir, encoder, *, split="train", resolution=256, crop=
     check_metadata(output_dir, {
         "format_version": latents.FORMAT_VERSION, "source": source.name, "data_dir": source.data_dir,
         "split": split, "crop": crop, "resolution": resolution, "shard_size": shard_size, "num_images": total,
-        "labels": source.with_labels, "fields": fields, "scale_factor": SCALE_FACTOR, "weights": weights or {}})
+        "labels": source.with_labels, "fields": fields, "scale_factor": vae.scale_factor, "weights": weights or {}})
 
     num_shards = -(-total // shard_size)
     mine = [k for k in range(num_shards) if k % num_tasks == task_index]

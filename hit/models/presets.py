@@ -104,6 +104,12 @@ GAT_GENERATOR_PRESETS["gat_demo"] = dict(resolution=32, patch_size=2, output_cha
                                          width=64, heads=2)
 GAT_DISCRIMINATOR_PRESETS["gat_demo"] = dict(resolution=32, patch_size=2, channels=1, num_classes=10, depth=4,
                                              width=64, heads=2, projection_dim=256, repa=False)
+# The latent-space demo (not a paper model): the demo autoencoder's 8x8x4 latents of Fashion-MNIST (tools/
+# train_demo_vae.py), 10 classes, patch 1 (64 tokens), sized to train on 2 CPU cores; no REPA.
+GAT_GENERATOR_PRESETS["gat_demo_latent"] = dict(resolution=8, patch_size=1, output_channels=4, num_classes=10,
+                                                depth=4, width=64, heads=2)
+GAT_DISCRIMINATOR_PRESETS["gat_demo_latent"] = dict(resolution=8, patch_size=1, channels=4, num_classes=10, depth=4,
+                                                    width=64, heads=2, projection_dim=256, repa=False)
 # A tiny latent-space pair for unit tests (not a paper model): 16x16x4 latents, patch 2, with a small REPA projector.
 GAT_GENERATOR_PRESETS["gat_tiny"] = dict(resolution=16, patch_size=2, output_channels=4, num_classes=10, depth=4,
                                          width=32, heads=2, latent_dim=16)

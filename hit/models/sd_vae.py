@@ -21,10 +21,11 @@ decoder level applied). Weights load from a local .safetensors file in ldm / Com
 import keras
 import numpy as np
 
-from hit.models.latent_space import SCALE_FACTOR
+from hit.models.latent_space import SCALE_FACTOR, check_scale_factor
 from hit.models.symbolic import SymbolicBuild
 from hit.models.vqgan_encoder import AttnBlock, ResnetBlock, VQGANEncoder, conv, group_norm, swish
 
+SD_CHANNEL_MULTIPLIERS = (1, 2, 4, 4)  # SD's four levels: f8
 LOGVAR_RANGE = (-30.0, 20.0)  # ldm's DiagonalGaussianDistribution clamps the log-variance to this range
 
 
@@ -106,14 +107,18 @@ class SDVAEDecoder(keras.Model):
 class SDVAE(SymbolicBuild, keras.Model):
     """The KL autoencoder. encode: images in [-1, 1] -> (mean, std); decode: scaled latents -> images.
 
+    scale_factor: latents are z * scale_factor (ldm's LatentDiffusion.scale_factor, about 1 / std of the training
+    latents: SD's 0.18215 by default; another VAE measures its own, see hit.train.demo_vae).
+
     `resolution` is the size build_symbolic traces; encode takes any H, W divisible by 2^(L-1) (8 for SD).
     model(images) reconstructs through the posterior mean."""
 
     parts = {name: name for name in ("encoder", "quant_conv", "post_quant_conv", "decoder")}  # parameter_counts()
 
-    def __init__(self, resolution=256, channels=128, channel_multipliers=(1, 2, 4, 4), num_res_blocks=2,
-                 latent_channels=4, groups=32, image_channels=3, name="sd_vae", **kwargs):
+    def __init__(self, resolution=256, channels=128, channel_multipliers=SD_CHANNEL_MULTIPLIERS, num_res_blocks=2,
+                 latent_channels=4, groups=32, image_channels=3, scale_factor=SCALE_FACTOR, name="sd_vae", **kwargs):
         channel_multipliers = tuple(channel_multipliers)
+        scale_factor = check_scale_factor(scale_factor)
         # VQGANEncoder validates the shared sizes, so it is made first.
         encoder = SDVAEEncoder(resolution, image_channels, channels, channel_multipliers, num_res_blocks, (),
                                2 * latent_channels, groups, name="encoder")
@@ -121,6 +126,7 @@ class SDVAE(SymbolicBuild, keras.Model):
         self._config = dict(resolution=resolution, channels=channels, channel_multipliers=channel_multipliers,
                             num_res_blocks=num_res_blocks, latent_channels=latent_channels, groups=groups,
                             image_channels=image_channels)
+        self.scale_factor = scale_factor  # set it after training a VAE of one's own (hit.train.demo_vae)
         self.resolution, self.image_channels, self.latent_channels = resolution, image_channels, latent_channels
         self.channel_multipliers, self.num_res_blocks = channel_multipliers, num_res_blocks
         self.encoder = encoder
@@ -135,7 +141,12 @@ class SDVAE(SymbolicBuild, keras.Model):
 
     def call(self, images, training=None):
         mean, _ = self.encode(images)
-        return self.decode(mean * SCALE_FACTOR)
+        return self.decode(mean * self.scale_factor)
+
+    @property
+    def downsampling_factor(self):
+        """Image side / latent side: 2^(levels - 1), 8 for SD."""
+        return 2 ** (len(self.channel_multipliers) - 1)
 
     def encode(self, images):
         """images [B, H, W, C] in [-1, 1] -> posterior (mean, std), each [B, H/8, W/8, latent_channels], float32."""
@@ -144,12 +155,12 @@ class SDVAE(SymbolicBuild, keras.Model):
         return mean, keras.ops.exp(0.5 * keras.ops.clip(logvar, *LOGVAR_RANGE))
 
     def decode(self, latents):
-        """Scaled latents (z * SCALE_FACTOR) [B, h, w, latent_channels] -> images [B, 8h, 8w, C], not clipped."""
+        """Scaled latents (z * scale_factor) [B, h, w, latent_channels] -> images [B, 8h, 8w, C], not clipped."""
         self.decoder._check_latents(latents)
-        return self.decoder(self.post_quant_conv(latents / SCALE_FACTOR))
+        return self.decoder(self.post_quant_conv(latents / self.scale_factor))
 
     def symbolic_input_shapes(self, batch_size):
         return [(batch_size, self.resolution, self.resolution, self.image_channels)]
 
     def get_config(self):
-        return {**super().get_config(), **self._config}
+        return {**super().get_config(), **self._config, "scale_factor": self.scale_factor}

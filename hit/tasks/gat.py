@@ -319,12 +319,14 @@ class GATTask(TwoOptimizers):
 
     @property
     def vae(self):
-        """The SD-VAE of vae_weights (loaded on first use), or None."""
+        """The autoencoder of vae_weights (loaded on first use, its configuration and scale factor from the file),
+        or None."""
         if self.vae_weights and self._vae is None:
             if not tf.io.gfile.exists(self.vae_weights):
-                raise ValueError(f"SD-VAE weights not found at {self.vae_weights}: copy sd-vae-ft-mse's .safetensors "
-                                 "there, or set GATTask.vae_weights (tools: --vae_weights)")
-            self._vae = load_sd_vae(self.vae_weights, 8 * self.resolution)
+                raise ValueError(f"autoencoder weights not found at {self.vae_weights}: copy sd-vae-ft-mse's "
+                                 ".safetensors there (the demo: tools/train_demo_vae.py writes one), or set "
+                                 "GATTask.vae_weights (tools: --vae_weights)")
+            self._vae = load_sd_vae(self.vae_weights, latent_resolution=self.resolution)
         return self._vae
 
     def decode(self, latents):

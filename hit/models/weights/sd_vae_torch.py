@@ -1,12 +1,22 @@
 """The SD-VAE's weights from PyTorch state dicts (ldm / CompVis AutoencoderKL names, or diffusers' current and
-legacy ones; whole pipeline files too) in hit.models.sd_vae.SDVAE, tensor by tensor."""
+legacy ones; whole pipeline files too) in hit.models.sd_vae.SDVAE, tensor by tensor, and back (save_sd_vae: a VAE
+of one's own, such as the Fashion-MNIST demo's, as an ldm-named .safetensors file).
+
+A file written by save_sd_vae carries its SDVAE config in the safetensors header's __metadata__, one JSON value
+per key of CONFIG_KEYS (e.g. "channel_multipliers": "[1, 2, 2]", "scale_factor": "0.87"); load_sd_vae reads
+it, so such a file loads with no options. SD's files have none of these keys and load with SDVAE's defaults.
+"""
+
+import json
 
 import keras
 import numpy as np
+import safetensors.numpy
 
-from hit.models.sd_vae import SDVAE
+from hit.core.files import write_atomically
+from hit.models.sd_vae import SD_CHANNEL_MULTIPLIERS, SDVAE
 from hit.models.vqgan_encoder import AttnBlock, ResnetBlock
-from hit.models.weights.state_dict import check_tensors, read_safetensors
+from hit.models.weights.state_dict import check_tensors, read_safetensors, read_safetensors_metadata
 
 SCHEMES = ("ldm", "diffusers", "diffusers_legacy")  # legacy: diffusers' older query/key/value/proj_attn names
 
@@ -25,6 +35,14 @@ def same(w):
     """Biases and GroupNorm weight / bias (-> gamma / beta) load as they are."""
     return w
 
+
+# Each transform's inverse: the Keras variable -> the PyTorch tensor (save_sd_vae writes ldm's naming: convs only).
+INVERSE = {conv_weight: lambda w: np.transpose(w, (3, 2, 0, 1)), same: same}
+
+# SDVAE options a file's __metadata__ may carry (JSON values); "resolution" is the image size it was trained at.
+CONFIG_KEYS = ("resolution", "channels", "channel_multipliers", "num_res_blocks", "latent_channels", "groups",
+               "image_channels", "scale_factor")
+DEFAULT_RESOLUTION = 256  # SD's images, for files that do not record theirs
 
 # The file shape each transform expects, from the Keras variable's shape.
 FILE_SHAPE = {
@@ -138,10 +156,53 @@ def assign_weights(vae, tensors):
     return scheme
 
 
-def load_sd_vae(path, resolution=256, **config):
+def save_sd_vae(vae, path, info=None):
+    """Write `vae`'s weights to a .safetensors file in ldm naming (float32, every weight once), its config in the
+    header's __metadata__ (and `info`, a JSON-able dict such as how it was trained, as "info"); atomically (a
+    reader sees the old file or the new one)."""
+    mapping = weight_mapping(vae, "ldm")
+    variables = {v.path: v for v in vae.weights}
+    if sorted(mapping) != sorted(variables):
+        raise ValueError(f"the ldm weight map names {len(mapping)} tensors but {vae.name} has {len(variables)}")
+    tensors = {key: np.ascontiguousarray(INVERSE[transform](keras.ops.convert_to_numpy(variables[p])), np.float32)
+               for p, (key, transform) in mapping.items()}
+    config = vae.get_config()
+    metadata = {key: json.dumps(config[key]) for key in CONFIG_KEYS}
+    if info is not None:
+        metadata["info"] = json.dumps(info, sort_keys=True)
+    write_atomically(str(path), safetensors.numpy.save(tensors, metadata=metadata))
+
+
+def read_config(path):
+    """The SDVAE options recorded in a .safetensors file's __metadata__ ({} for SD's files); other keys (e.g.
+    "format": "pt") are left out. A one-line ValueError names a value that is not JSON."""
+    config = {}
+    for key, value in read_safetensors_metadata(path, "SD-VAE weights").items():
+        if key in CONFIG_KEYS:
+            try:
+                config[key] = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError(f"SD-VAE weights {path}: metadata {key!r} is not JSON: {value!r}") from None
+    return config
+
+
+def load_sd_vae(path, resolution=None, latent_resolution=None, **config):
     """The SD VAE (SDVAE(resolution, **config)), built, with the weights of a local .safetensors file in ldm or
-    diffusers naming (whole pipeline files too: prefixes such as first_stage_model. or vae.)."""
+    diffusers naming (whole pipeline files too: prefixes such as first_stage_model. or vae.).
+
+    The config is the file's recorded one (save_sd_vae), overridden by explicit options; SD's files record none.
+    The traced size: `resolution`, or latent_resolution times the VAE's downsampling factor
+    (2^(len(channel_multipliers) - 1): 8 for SD, 4 for the demo's), or the file's recorded resolution, or 256."""
+    if resolution is not None and latent_resolution is not None:
+        raise ValueError(f"give resolution ({resolution}) or latent_resolution ({latent_resolution}), not both")
     tensors = read_safetensors(path, "SD-VAE weights")
-    vae = SDVAE(resolution, **config).build_symbolic()
+    config = {**read_config(path), **config}
+    stored_resolution = config.pop("resolution", DEFAULT_RESOLUTION)
+    if latent_resolution is not None:
+        if isinstance(latent_resolution, bool) or not isinstance(latent_resolution, int) or latent_resolution < 1:
+            raise ValueError(f"latent_resolution must be a positive integer, got {latent_resolution!r}")
+        levels = len(config.get("channel_multipliers", SD_CHANNEL_MULTIPLIERS))
+        resolution = latent_resolution * 2 ** (levels - 1)
+    vae = SDVAE(stored_resolution if resolution is None else resolution, **config).build_symbolic()
     assign_weights(vae, tensors)
     return vae

@@ -2,6 +2,7 @@
 nothing assigned unless all of them fit; errors are one line naming the tensors."""
 
 import numpy as np
+import safetensors
 import safetensors.numpy
 
 LINEAR, CONV = (1, 0), (2, 3, 1, 0)  # PyTorch Linear [out, in] -> Keras [in, out]; Conv2d OIHW -> HWIO
@@ -12,6 +13,17 @@ def read_safetensors(path, what):
     read (missing, not safetensors, bfloat16 tensors, which NumPy cannot hold)."""
     try:
         return safetensors.numpy.load_file(str(path))
+    except Exception as error:  # noqa: BLE001 (every reason is one line here)
+        message = " ".join(str(error).split())
+        raise ValueError(f"cannot read {what} {path}: {type(error).__name__}: {message}") from error
+
+
+def read_safetensors_metadata(path, what):
+    """The string-to-string __metadata__ of a .safetensors file's header ({} when it has none); one-line errors as
+    read_safetensors."""
+    try:
+        with safetensors.safe_open(str(path), "np") as f:
+            return dict(f.metadata() or {})
     except Exception as error:  # noqa: BLE001 (every reason is one line here)
         message = " ".join(str(error).split())
         raise ValueError(f"cannot read {what} {path}: {type(error).__name__}: {message}") from error
