@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import hit  # noqa: F401
 from hit.bench import compare
+from hit.core.images import rgb_if_mixed
 from hit.eval.classifier_distance import DemoClassifier
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,6 +74,16 @@ def test_the_panel_puts_runs_in_columns_and_marks_in_rows():
         for mark in range(3):
             assert (panel[mark * step:mark * step + 4, run * step:run * step + 4] == 10 * (run + 1) + mark).all()
     assert (panel[4:step] == 255).all() and (panel[:, 4:step] == 255).all()
+
+
+def test_a_gray_run_beside_an_rgb_run_is_tiled_to_rgb():
+    """The GAT latent demo's samples are 1-channel, the HiT demo's 3-channel: the panel (and the evaluator's
+    real|fake panel, hit.core.images.rgb_if_mixed) shows both in RGB."""
+    panel = compare._panel([np.full((4, 4, 3), 7, np.uint8), np.full((4, 4, 1), 9, np.uint8)], num_runs=2)
+    assert panel.shape == (4, 2 * 4 + compare.GAP, 3)
+    assert (panel[:, :4] == 7).all() and (panel[:, 4 + compare.GAP:] == 9).all()
+    same = [np.zeros((2, 2, 1)), np.ones((2, 2, 1))]
+    assert [a.shape for a in rgb_if_mixed(same)] == [(2, 2, 1)] * 2  # all gray: left as they are
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ from absl import logging
 
 from hit.core.files import write_atomically
 from hit.core.gin_bindings import parse_bindings
-from hit.core.images import image_grid, to_uint8
+from hit.core.images import image_grid, rgb_if_mixed, to_uint8
 from hit.data.pipeline import DataSource
 from hit.eval.evaluator import Evaluator
 from hit.eval.precision_recall import knn_radii
@@ -204,6 +204,7 @@ def _table(rows, note):
 
 def _panel(grids, num_runs):
     """Cells [run-major] -> one image: a column per run, a row per mark, GAP white pixels between cells."""
+    grids = rgb_if_mixed(grids)  # a 1-channel run beside 3-channel ones
     cells = np.stack(grids).reshape(num_runs, -1, *grids[0].shape)  # [runs, marks, h, w, c]
     cells = np.pad(cells, [(0, 0), (0, 0), (0, GAP), (0, GAP), (0, 0)], constant_values=255)
     runs, marks, h, w, c = cells.shape

@@ -12,6 +12,14 @@ def to_uint8(images):
     return tf.cast(tf.round((images + 1.0) * 127.5), tf.uint8)
 
 
+def rgb_if_mixed(arrays):
+    """Image arrays [..., C] to show side by side: gray ones tiled to 3 channels when the others are RGB (a 1-channel
+    run's samples beside 3-channel images)."""
+    if len({a.shape[-1] for a in arrays}) == 1:
+        return list(arrays)
+    return [np.broadcast_to(a, a.shape[:-1] + (3,)) if a.shape[-1] == 1 else a for a in arrays]
+
+
 def image_grid(images, columns=None):
     """(N, H, W, C) -> (rows*H, columns*W, C), filled row by row; unused cells stay black."""
     images = np.asarray(images)

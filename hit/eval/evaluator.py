@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from hit.core.files import write_atomically
-from hit.core.images import image_grid, to_uint8
+from hit.core.images import image_grid, rgb_if_mixed, to_uint8
 from hit.core.progress import Progress
 from hit.core.seeds import LABEL_MODES, seed_range
 from hit.eval.fid import (RunningInceptionScore, RunningStatistics, fid_from_statistics, kernel_inception_distance,
@@ -214,7 +214,8 @@ class Evaluator:
             metrics.update(psnr=sums["psnr"] / sums["count"], ssim=sums["ssim"] / sums["count"])
         metrics["eval_time"] = time.time() - start
         count = min(len(real_first), len(fake_first), 32)
-        pairs = np.concatenate([to_uint8(real_first[:count]).numpy(), to_uint8(fake_first[:count]).numpy()], 2)
+        pairs = np.concatenate(rgb_if_mixed([to_uint8(real_first[:count]).numpy(),
+                                             to_uint8(fake_first[:count]).numpy()]), 2)
         return metrics, image_grid(pairs, columns=4)
 
     # ---- checkpoints --------------------------------------------------------------------------------
