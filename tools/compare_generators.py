@@ -1,6 +1,7 @@
 """Train generators for the same wall-clock budget and measure them at the same time marks (hit.bench.compare): the
-demo's version of Table 1's HiT vs ConvNet-R1, and GAT (class-conditional: every class in turn) against HiT. Writes compare.md (the table, also printed), compare.jsonl and
-compare.png (a column of samples per run, a row per mark) into --output_dir.
+demo's version of Table 1's HiT vs ConvNet-R1, and GAT (class-conditional: every class in turn) against HiT.
+Writes compare.md (the table, also printed), compare.jsonl and compare.png (a column of samples per run, a row per
+mark) into --output_dir.
 
     python tools/compare_generators.py --output_dir=runs/compare \
         --run=hit=gin/demo/fashion_mnist_32.gin --run=convnet=gin/demo/fashion_mnist_32_convnet.gin

@@ -10,9 +10,10 @@ PNGs). Results go to TensorBoard under <model_dir>/eval (scalars and a real|fake
 results.jsonl does not hold yet for its protocol, oldest first, then waits for new ones.
 
 A class-conditional generator (GAT, through hit.models.samples.Decoded) samples each seed's class (`labels`:
-"balanced", every class in turn, or "random", official GAT's) with `truncation_psi`, decoded to images; FID may be measured against an ADM-suite reference batch (`reference_batch`:
-its mu and sigma, as the GAT paper's FID-50K) and precision / recall (k = 3) join the metrics on request; psi,
-the labels, the quantisation and the decoder are written beside every number in results.jsonl.
+"balanced", every class in turn, or "random", official GAT's) with `truncation_psi`, decoded to images; FID may be
+measured against an ADM-suite reference batch (`reference_batch`: its mu and sigma, as the GAT paper's FID-50K)
+and precision / recall (k = 3) join the metrics on request; psi, the labels, the quantisation and the decoder are
+written beside every number in results.jsonl.
 
 An autoencoder (VQ-HiT: a model with `encode` and `decode` methods) is evaluated by reconstruction instead: the
 fakes are clip(model(x, training=False), -1, 1) of the eval split's images x (the batches, in the order, that

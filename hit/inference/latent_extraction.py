@@ -9,7 +9,8 @@ tf.distribute strategy (the global batch split across replicas in order and gath
 padded for static shapes) and written in shards of `shard_size` source positions. A shard is written to
 <name>.incomplete and renamed when complete, after its sidecar (its record count and size, which readers check) is
 written, so a second run skips finished shards and redoes a half-written one; latents.json records the settings
-(the VAE's scale factor too) and a resumed run must use the same. Shard k belongs to task k mod num_tasks (several hosts share a set).
+(the VAE's scale factor too) and a resumed run must use the same. Shard k belongs to task k mod num_tasks
+(several hosts share a set).
 """
 
 import os
