@@ -38,6 +38,7 @@ def images(n, size=8, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, (n, size, size, 1)).astype(np.float32)
 
 
+@pytest.mark.slow  # 7-8 s on 2 cores (building and saving two VAEs)
 def test_save_load_round_trip_gives_identical_outputs(tiny, tmp_path):
     path = str(tmp_path / "vae.safetensors")
     save_sd_vae(tiny, path, info={"steps": 5})

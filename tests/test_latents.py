@@ -161,6 +161,7 @@ def test_labels_and_the_center_crop_from_fashion_mnist(models, tmp_path):
     np.testing.assert_array_equal(batch["label"], [9, 0, 0, 3, 0, 2])
 
 
+@pytest.mark.slow  # 7-8 s on 2 cores (building and saving two VAEs)
 def test_a_one_channel_vae_records_its_scale_factor_and_sets_use_it(tmp_path):
     keras.utils.set_random_seed(1)
     vae = SDVAE(32, **GRAY_VAE).build_symbolic()
