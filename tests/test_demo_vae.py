@@ -24,6 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Factor 2 (two levels), one channel: 8 x 8 x 1 images -> 4 x 4 x 2 latents; a width change in both halves.
 TINY = dict(channels=8, channel_multipliers=(1, 2), num_res_blocks=1, latent_channels=2, groups=4, image_channels=1)
 
+# Every test builds and runs VAEs: 4-9 s each on 2 cores, over the fast tier's limit; the whole suite runs them.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny():
@@ -38,7 +41,6 @@ def images(n, size=8, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, (n, size, size, 1)).astype(np.float32)
 
 
-@pytest.mark.slow  # 7-8 s on 2 cores (building and saving two VAEs)
 def test_save_load_round_trip_gives_identical_outputs(tiny, tmp_path):
     path = str(tmp_path / "vae.safetensors")
     save_sd_vae(tiny, path, info={"steps": 5})

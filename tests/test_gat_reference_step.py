@@ -12,6 +12,9 @@ from tests import gat_reference as ref
 
 BATCH, RESOLUTION, CLASSES, GRID, DINO = 4, 16, 10, 8, 16
 
+# The module fixture builds a task and takes a whole step (6 s on 2 cores): the whole suite runs it.
+pytestmark = pytest.mark.slow
+
 
 def as_numpy(tree):
     return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, tree)

@@ -189,6 +189,7 @@ def test_a_one_channel_vae_records_its_scale_factor_and_sets_use_it(tmp_path):
         DataSource("latents", data_dir=out, with_labels=False).eval_dataset(2)
 
 
+@pytest.mark.slow  # 7 s on 2 cores
 def test_a_one_channel_vae_encodes_the_luma(tmp_path):
     keras.utils.set_random_seed(1)
     vae = SDVAE(32, **GRAY_VAE).build_symbolic()
